@@ -1,0 +1,3 @@
+from p_tasks.main import main
+
+main()

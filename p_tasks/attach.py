@@ -1,0 +1,87 @@
+"""The terminal side of a job: attach this terminal to its tmux session, or stream its output.
+
+Attach execs OpenSSH (`ssh -t … p-agent attach`) rather than Fabric's `run(pty=True)`: raw mode, the
+real TERM, every key, exact UTF-8 and no polling (measured in ../shared/notes/fabric-invoke.md).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from . import agent, output
+from .exceptions import PError, WorkerUnreachable
+from .job import DONE, RUNNING, Job, RemoteState, apply_remote
+from .store import Store
+from .workers import Worker
+
+CHUNK = 1 << 16
+
+
+def refresh(worker: Worker, job: Job, store: Store) -> Job:
+    """Ask the worker for the job's state and save it in the local record."""
+    line = agent.call(worker, "status", job.id).lines()
+    if line:
+        apply_remote(job, RemoteState.parse(line[0]))
+        store.save(job)
+    return job
+
+
+def attach(worker: Worker, job: Job, store: Store) -> int:
+    if os.environ.get("TMUX"):
+        print(
+            "p: you are inside tmux; to detach from the job press Ctrl+B Ctrl+B D "
+            "(Ctrl+B D detaches your own tmux)",
+            file=sys.stderr,
+        )
+    rc = subprocess.call(worker.process_argv(["attach", job.id], tty=True))
+    try:
+        refresh(worker, job, store)
+    except WorkerUnreachable:
+        raise lost(worker, job) from None
+    if rc == 255 and job.status == RUNNING:
+        raise lost(worker, job)
+    return conclude(job)
+
+
+def conclude(job: Job) -> int:
+    """After the terminal let go: a summary line and the job's exit code, or how to reattach."""
+    if job.status == RUNNING:
+        print(f"p: detached from job {job.short_id}; it keeps running. "
+              f"Reattach with `p attach {job.short_id}`", file=sys.stderr)
+        return 0
+    print(f"job {job.short_id} {job.status_text()} in {output.duration(job)}", file=sys.stderr)
+    if job.status == DONE and job.exit_code is not None:
+        return job.exit_code
+    return 1
+
+
+def lost(worker: Worker, job: Job) -> PError:
+    return PError(
+        f"connection to {worker.name} lost; job {job.short_id} keeps running; "
+        f"reattach with `p attach {job.short_id}`"
+    )
+
+
+def stream(worker: Worker, job: Job, store: Store) -> int:
+    """Copy the job's output.log to stdout byte for byte until the job ends; return its exit code."""
+    offset = pump(worker.process_argv(["follow", job.id, "0", "1"]), sys.stdout.buffer)
+    refresh(worker, job, store)
+    if job.status == RUNNING:
+        raise PError(
+            f"output stream from {worker.name} ended after {offset} bytes but job {job.short_id} "
+            f"is still running; follow it with `p logs -f {job.short_id}`"
+        )
+    return job.exit_code if job.status == DONE and job.exit_code is not None else 1
+
+
+def pump(argv: list[str], out) -> int:
+    """Run ``argv`` and copy its stdout to ``out`` unchanged; return the number of bytes copied."""
+    copied = 0
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
+        while chunk := proc.stdout.read1(CHUNK) if hasattr(proc.stdout, "read1") else b"":
+            out.write(chunk)
+            out.flush()
+            copied += len(chunk)
+    return copied

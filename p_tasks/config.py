@@ -1,0 +1,145 @@
+"""config.yaml: the registered workers and the default one, in the spec's schema.
+
+```yaml
+default_worker: beefy
+workers:
+  - name: beefy
+    connection: user@192.168.1.50
+```
+"""
+
+from __future__ import annotations
+
+import fcntl
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import paths
+from .exceptions import ConfigError, UsageError, WorkerNotFound
+
+LOCAL = "local"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+@dataclass
+class WorkerEntry:
+    name: str
+    connection: str
+
+
+@dataclass
+class Config:
+    workers: list[WorkerEntry] = field(default_factory=list)
+    default_worker: str | None = None
+    path: Path = field(default_factory=paths.config_file)
+
+    def find(self, name: str) -> WorkerEntry | None:
+        return next((w for w in self.workers if w.name == name), None)
+
+    def get(self, name: str) -> WorkerEntry:
+        if name == LOCAL and not self.find(LOCAL):
+            return WorkerEntry(LOCAL, LOCAL)
+        entry = self.find(name)
+        if entry is None:
+            raise WorkerNotFound(name)
+        return entry
+
+    @property
+    def default(self) -> str:
+        return self.default_worker or LOCAL
+
+    def to_yaml(self) -> bytes:
+        data: dict = {}
+        if self.default_worker:
+            data["default_worker"] = self.default_worker
+        data["workers"] = [{"name": w.name, "connection": w.connection} for w in self.workers]
+        return yaml.dump(data, Dumper=_IndentedDumper, sort_keys=False).encode()
+
+
+class _IndentedDumper(yaml.SafeDumper):
+    """Indent list items under their key, as in the spec's example."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def check_name(name: str, reserved: frozenset[str] = frozenset()) -> None:
+    """Refuse names that could not be told apart from options, paths or subcommands."""
+    if not NAME_RE.match(name):
+        raise UsageError(
+            f"invalid worker name '{name}': use letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if name in reserved:
+        raise UsageError(f"worker name '{name}' is a p subcommand; pick another with -n <name>")
+
+
+def load(path: Path | None = None) -> Config:
+    path = path or paths.config_file()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config(path=path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path}{where}: {problem}; fix or remove the file") from None
+    if data is None:
+        return Config(path=path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping with 'workers'; fix the file")
+    return Config(_parse_workers(data.get("workers") or [], path), _parse_default(data, path), path)
+
+
+def _parse_workers(items: object, path: Path) -> list[WorkerEntry]:
+    if not isinstance(items, list):
+        raise ConfigError(f"config file {path}: 'workers' must be a list; fix the file")
+    workers: list[WorkerEntry] = []
+    for index, item in enumerate(items, 1):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(
+            item.get("connection"), str
+        ):
+            raise ConfigError(
+                f"config file {path}: worker #{index} needs string 'name' and 'connection'; fix the file"
+            )
+        if any(w.name == item["name"] for w in workers):
+            raise ConfigError(f"config file {path}: worker '{item['name']}' is listed twice")
+        workers.append(WorkerEntry(item["name"], item["connection"]))
+    return workers
+
+
+def _parse_default(data: dict, path: Path) -> str | None:
+    default = data.get("default_worker")
+    if default is not None and not isinstance(default, str):
+        raise ConfigError(f"config file {path}: 'default_worker' must be a worker name")
+    return default
+
+
+def save(config: Config) -> None:
+    paths.atomic_write(config.path, config.to_yaml())
+
+
+@contextmanager
+def editing(path: Path | None = None) -> Iterator[Config]:
+    """Read-modify-write config.yaml under an exclusive lock; saved only if the block succeeds."""
+    path = path or paths.config_file()
+    paths.private_dir(path.parent)
+    with open(path.with_name(".config.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        config = load(path)
+        yield config
+        save(config)

@@ -1,0 +1,221 @@
+"""The `p` Program: maps `p [opts] [worker] -- cmd…` and `p <subcommand> …` onto the Invoke tasks.
+
+Invoke's parser cannot express p's grammar directly (a bare worker name is not a task, `--` joins the
+command into one string, `worker register` would parse as two tasks), so :meth:`PProgram.rewrite` turns
+p's argv into an Invoke argv first, and the exact command argv travels in the config (``p.argv``).
+Errors are printed here and only here: one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+
+from invoke import Argument, Exit, ParseError, Program
+
+from . import __version__
+from .exceptions import PError, UsageError
+
+USAGE = "usage: p [-n|--no-sync] [-d|--detach] [<worker>] -- <command> [<arg>...]"
+
+HELP = f"""\
+{USAGE}
+       p <subcommand> [options]          (p <subcommand> --help for details)
+
+Run <command> on a worker: sync the current directory (respecting .gitignore, .git/ included) into a
+fresh ~/.p/workdirs/<job-id>/, start it in tmux there and attach this terminal. Ctrl+B D detaches; the
+job keeps running. Without a registered worker, jobs run on the built-in worker `local` (this machine).
+
+Everything after `--` is run exactly as given: each argument keeps its bytes and no shell on the way
+expands it. A single argument is a shell command line, run by the worker's login shell:
+    p -- make -j16
+    p beefy -- 'make && make test'
+
+Run options:
+  -n, --no-sync     do not sync; run in the worker user's home directory
+  -d, --detach      start the job, print its id and return (no attach)
+When stdin or stdout is not a terminal (scripts, CI), p streams the job's output and exits with its code.
+
+Subcommands:
+{{subcommands}}
+
+Other options:
+  -h, --help [<subcommand>]   show this help, or a subcommand's
+  -V, --version               show p's version
+  --debug                     log what p does on stderr
+"""
+
+RUN_FLAGS = {"-n": "--no-sync", "--no-sync": "--no-sync", "-d": "--detach", "--detach": "--detach"}
+
+
+class PProgram(Program):
+    def task_args(self) -> list[Argument]:
+        return []
+
+    # -- argv rewriting -------------------------------------------------------------------------
+
+    def rewrite(self, argv: list[str]) -> tuple[list[str], list[str] | None]:
+        """Return (invoke argv, exact job argv or None)."""
+        prog, args = argv[0], list(argv[1:])
+        head, tail = _split_dashdash(args)
+        words = [t for t in head if not t.startswith("-")]
+        subcommands = self._subcommands()
+        if words and words[0] in subcommands:
+            if tail is not None and words[0] != "run":
+                raise UsageError(f"`p {words[0]}` takes no `--`; see `p {words[0]} --help`")
+            return [prog, *self._rewrite_subcommand(head)], None
+        if tail is None:
+            return [prog, *self._no_command(head, words)], None
+        return [prog, *self._rewrite_run(head, words)], tail
+
+    def _subcommands(self) -> set[str]:
+        return {name.split(".")[0] for name in self.collection.task_names} | {"help"}
+
+    def _rewrite_subcommand(self, head: list[str]) -> list[str]:
+        index = next(i for i, t in enumerate(head) if not t.startswith("-"))
+        name, rest = head[index], head[:index] + head[index + 1 :]
+        if name == "help":
+            words = [t for t in rest if not t.startswith("-")]
+            return ["--help", ".".join(words[:2])] if words else ["--help"]
+        if name in self.collection.collections:
+            sub_index = next((i for i, t in enumerate(rest) if not t.startswith("-")), None)
+            if sub_index is None:
+                return ["--help", name]
+            name = f"{name}.{rest.pop(sub_index)}"
+        if "--help" in rest or "-h" in rest:
+            return ["--help", name]
+        return [name, *rest]
+
+    def _no_command(self, head: list[str], words: list[str]) -> list[str]:
+        if not head or set(head) <= {"-h", "--help", "-V", "--version", "--debug"}:
+            return head or ["--help"]
+        if words:
+            raise UsageError(
+                f"'{words[0]}' is not a p subcommand; to run a command on worker '{words[0]}', "
+                f"put it after `--`: p {words[0]} -- <command>"
+            )
+        raise UsageError(f"missing `--` before the command; {USAGE}")
+
+    def _rewrite_run(self, head: list[str], words: list[str]) -> list[str]:
+        if len(words) > 1:
+            raise UsageError(f"expected at most one worker name before `--`, got {words}; {USAGE}")
+        out = ["run"]
+        for token in head:
+            if token.startswith("-") and token not in RUN_FLAGS and token not in ("--debug",):
+                raise UsageError(f"unknown option '{token}'; {USAGE}")
+            if token == "--debug":
+                out.insert(0, token)
+            elif token.startswith("-"):
+                out.append(RUN_FLAGS[token])
+        if words:
+            out += ["--worker", words[0]]
+        return out
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def run(self, argv: list[str] | None = None, exit: bool = True) -> None:  # noqa: A002 - invoke's API
+        code = 0
+        try:
+            self._run(sys.argv if argv is None else argv)
+        except Exit as exc:
+            if exc.message:
+                print(exc.message, file=sys.stderr)
+            code = exc.code
+        except ParseError as exc:
+            print(f"p: {exc}; see `p --help`", file=sys.stderr)
+            code = 2
+        except PError as exc:
+            print(f"p: {exc.message}", file=sys.stderr)
+            code = exc.exit_code
+        except KeyboardInterrupt:
+            print("p: interrupted", file=sys.stderr)
+            code = 130
+        except Exception as exc:  # a bug in p: one line, the traceback only with --debug
+            if "--debug" in (argv or sys.argv):
+                raise
+            print(f"p: internal error: {exc.__class__.__name__}: {exc}; rerun with --debug and "
+                  "report it", file=sys.stderr)
+            code = 70
+        if exit:
+            sys.exit(code)
+        self.exit_code = code
+
+    def _run(self, argv: list[str]) -> None:
+        self.create_config()
+        self.job_argv: list[str] | None = None
+        self.collection = self.namespace
+        argv, self.job_argv = self.rewrite(list(argv))
+        self.parse_core(argv)
+        self.parse_collection()
+        self.parse_tasks()
+        if self.args.help.value in self.collection.collections:
+            self.print_collection(self.args.help.value)
+            return
+        if len(self.tasks) > 1:
+            names = ", ".join(t.name for t in self.tasks)
+            raise UsageError(f"one subcommand at a time, got: {names}")
+        self.parse_cleanup()
+        self.update_config()
+        self.execute()
+
+    def update_config(self, merge: bool = True) -> None:
+        super().update_config(merge=False)
+        if self.job_argv is not None:
+            self.config.load_overrides({"p": {"argv": self.job_argv}}, merge=False)
+        if self.args.debug.value:
+            logging.basicConfig(level=logging.DEBUG, format="p: %(name)s: %(message)s")
+        self.config.merge()
+
+    def print_help(self) -> None:
+        rows = []
+        for name in sorted(self.collection.task_names):
+            task = self.collection[name]
+            rows.append((name.replace(".", " "), (task.help_text if hasattr(task, "help_text") else "")
+                         or (task.__doc__ or "").strip().splitlines()[0]))
+        width = max((len(r[0]) for r in rows), default=0)
+        listing = "\n".join(f"  {n.ljust(width)}  {h}" for n, h in rows if n != "run")
+        print(HELP.format(subcommands=listing), end="")
+
+    def print_task_help(self, name: str) -> None:
+        if name == "run":
+            self.print_help()
+            return
+        task = self.collection[name]
+        ctx = self.parser.contexts[name]
+        positional = " ".join(f"<{a.name.replace('_', '-')}>" for a in ctx.positional_args)
+        print(f"usage: p {name.replace('.', ' ')} {positional} [options]".replace("  ", " "))
+        print()
+        for line in inspect.getdoc(task).splitlines():
+            print(f"  {line}" if line.strip() else "")
+        print()
+        tuples = ctx.help_tuples()
+        if tuples:
+            print("Options:")
+            self.print_columns(tuples)
+
+    def print_collection(self, name: str) -> None:
+        sub = self.collection.collections[name]
+        print(f"usage: p {name} <subcommand> [options]\n\nSubcommands:")
+        for task_name in sorted(sub.task_names):
+            print(f"  {name} {task_name:<10}  {inspect.getdoc(sub[task_name]).splitlines()[0]}")
+
+    def print_version(self) -> None:
+        print(f"p {__version__}")
+
+
+def _split_dashdash(args: list[str]) -> tuple[list[str], list[str] | None]:
+    if "--" not in args:
+        return args, None
+    index = args.index("--")
+    return args[:index], args[index + 1 :]
+
+
+def make_program() -> PProgram:
+    from . import ns
+
+    return PProgram(name="p", binary="p", namespace=ns, version=__version__)
+
+
+def main() -> None:
+    make_program().run()

@@ -1,0 +1,86 @@
+"""`p -- cmd`: check the worker, sync the CWD, start the job in tmux, then attach, stream or detach."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from . import agent, attach, config
+from .exceptions import AgentError, PError, SyncError, UsageError, WorkerUnfit
+from .job import FAILED, RUNNING, Job, new_id
+from .store import Store
+from .workers import Worker, open_worker
+
+
+def payload(argv: list[str]) -> tuple[str, str]:
+    """(mode, payload) for the agent's `start`: one argument is a shell line, several are exact argv."""
+    if len(argv) == 1:
+        return "shell", argv[0]
+    return "argv", "exec " + shlex.join(argv)
+
+
+def check_worker(worker: Worker, hello: dict[str, str], need_rsync: bool) -> None:
+    where = f"worker '{worker.name}'"
+    if hello.get("tmux", "missing") == "missing":
+        raise WorkerUnfit(f"tmux is not installed on {where}; install it there (e.g. apt-get install tmux)")
+    if need_rsync and hello.get("rsync", "missing") == "missing":
+        raise WorkerUnfit(
+            f"rsync is not installed on {where}; install it there (e.g. apt-get install rsync) "
+            "or run without syncing: p -n -- <command>"
+        )
+    if need_rsync and shutil.which("rsync") is None:
+        raise WorkerUnfit("rsync is not installed on this machine; install it (e.g. apt-get install rsync)")
+
+
+def submit(ctx, argv: list[str], worker_name: str | None, no_sync: bool, detach: bool) -> int:
+    if not argv:
+        raise UsageError("nothing to run after `--`; usage: p [<worker>] -- <command> [<arg>...]")
+    cfg = config.load()
+    entry = cfg.get(worker_name or cfg.default)
+    worker = open_worker(entry)
+    store = Store()
+    try:
+        job = start(ctx, worker, Job(new_id(), entry.name, str(Path.cwd()), argv, synced=not no_sync), store)
+        if detach:
+            print(job.id)
+            return 0
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            return attach.attach(worker, job, store)
+        return attach.stream(worker, job, store)
+    finally:
+        worker.close()
+
+
+def start(ctx, worker: Worker, job: Job, store: Store) -> Job:
+    hello = agent.call(worker, "hello").fields()
+    check_worker(worker, hello, need_rsync=job.synced)
+    if job.synced:
+        upload(ctx, worker, job)
+    store.save(job)  # status "starting": never a job on the worker that the store does not know
+    mode, body = payload(job.argv)
+    workdir = "sync" if job.synced else "home"
+    try:
+        reply = agent.call(worker, "start", job.id, job.worker, job.cwd, workdir, mode, job.command, body)
+    except AgentError as exc:
+        job.status, job.reason = FAILED, exc.message
+        store.save(job)
+        raise
+    fields = reply.fields()
+    job.status, job.started_at = RUNNING, float(fields.get("started_at", 0)) or None
+    store.save(job)
+    return job
+
+
+def upload(ctx, worker: Worker, job: Job) -> None:
+    from . import sync
+
+    plan = sync.plan(Path.cwd())
+    dest, rsh = worker.rsync_dest(f".p/workdirs/{job.id}/")
+    try:
+        sync.run(plan, dest, rsh, ctx)
+    except SyncError as exc:
+        raise SyncError(f"sync to worker '{worker.name}' failed, no job started: {exc.message}") from None
+    except PError:
+        raise

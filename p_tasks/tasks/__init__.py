@@ -1,0 +1,10 @@
+"""The Invoke Collection: every p subcommand is a task here."""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from . import jobs, worker
+
+ns = Collection(jobs.run)
+ns.add_collection(Collection.from_module(worker), name="worker")

@@ -1,0 +1,286 @@
+"""How a worker is reached: the one place that knows about SSH, OpenSSH options and the local worker.
+
+A worker offers two planes (docs/design.md):
+
+* ``run_script(script)``: run a POSIX sh script on the worker (``sh -s`` with the script on stdin) and
+  return its result. SSH workers use one Fabric ``Connection`` per p invocation with strict host keys;
+  the built-in ``local`` worker uses an ``invoke.Context``.
+* ``process_argv(words, tty)`` / ``rsync_dest(path)``: argv for local processes (OpenSSH sharing a private
+  ControlMaster socket) that carry bytes and terminals: attach, log streams, rsync.
+
+Later placement (several workers, Slurm login nodes) plugs in here and in ``launch`` on the agent side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pwd
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import paths
+from .config import LOCAL, WorkerEntry
+from .exceptions import WorkerUnreachable
+from .target import Target, parse
+
+CONNECT_TIMEOUT = 10
+CONTROL_PERSIST = "60s"
+
+
+@dataclass
+class ScriptResult:
+    exited: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class SshParams:
+    """What OpenSSH (`ssh -G`) resolved for a target; shared by ssh, rsync and paramiko."""
+
+    alias: str
+    hostname: str
+    user: str
+    port: int
+    identity_files: list[str] = field(default_factory=list)
+    known_hosts_files: list[str] = field(default_factory=list)
+    proxy_jump: str | None = None
+    connect_timeout: int = CONNECT_TIMEOUT
+
+
+def home_differs() -> bool:
+    """True when $HOME is not the passwd home, which OpenSSH would otherwise use for ~/.ssh."""
+    try:
+        return os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir) != os.path.realpath(Path.home())
+    except KeyError:
+        return True
+
+
+def config_args() -> list[str]:
+    """`-F` and known_hosts options making OpenSSH honour $HOME like the rest of p."""
+    if not home_differs():
+        return []
+    ssh_dir = Path.home() / ".ssh"
+    config = ssh_dir / "config"
+    known = f"{ssh_dir / 'known_hosts'} {ssh_dir / 'known_hosts2'}"
+    return ["-F", str(config) if config.exists() else "/dev/null", "-o", f"UserKnownHostsFile={known}"]
+
+
+def resolve(target: Target) -> SshParams:
+    """Ask OpenSSH itself how it would connect (honours Include, Match, HostName, ProxyJump…)."""
+    argv = ["ssh", "-G", *config_args()]
+    argv += ["-p", str(target.port)] if target.port else []
+    argv += ["-l", target.user] if target.user else []
+    argv += ["--", target.host]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except FileNotFoundError:
+        missing = "OpenSSH `ssh` is not installed; install openssh-client"
+        raise WorkerUnreachable(str(target), missing) from None
+    if out.returncode != 0:
+        detail = (out.stderr.strip().splitlines() or ["ssh -G failed"])[-1]
+        raise WorkerUnreachable(str(target), f"ssh cannot read its configuration: {detail}")
+    return _params_from_g(target.host, out.stdout)
+
+
+def _params_from_g(alias: str, text: str) -> SshParams:
+    values: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        values.setdefault(key.lower(), []).append(value.strip())
+    first = {k: v[0] for k, v in values.items()}
+    jump = first.get("proxyjump")
+    timeout = first.get("connecttimeout", "none")
+    return SshParams(
+        alias=alias,
+        hostname=first.get("hostname", alias),
+        user=first.get("user", pwd.getpwuid(os.getuid()).pw_name),
+        port=int(first.get("port", "22")),
+        identity_files=[_home_path(p) for p in values.get("identityfile", [])],
+        known_hosts_files=[_home_path(p) for v in values.get("userknownhostsfile", []) for p in v.split()],
+        proxy_jump=None if jump in (None, "none") else jump,
+        connect_timeout=int(timeout) if timeout.isdigit() else CONNECT_TIMEOUT,
+    )
+
+
+def _home_path(path: str) -> str:
+    """Expand ~ with $HOME, and map the passwd home onto $HOME when they differ."""
+    if path.startswith("~"):
+        return str(Path.home()) + path[1:]
+    pw_home = pwd.getpwuid(os.getuid()).pw_dir.rstrip("/")
+    if home_differs() and (path == pw_home or path.startswith(pw_home + "/")):
+        return str(Path.home()) + path[len(pw_home) :]
+    return path
+
+
+class Worker:
+    """Common face of the local worker and SSH workers."""
+
+    name: str
+    connection: str
+
+    def run_script(self, script: str) -> ScriptResult:
+        raise NotImplementedError
+
+    def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
+        raise NotImplementedError
+
+    def rsync_dest(self, path: str) -> tuple[str, list[str] | None]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections (the OpenSSH master persists briefly on its own)."""
+
+
+class LocalWorker(Worker):
+    """The built-in `local` worker: this machine, no SSH, same agent, same tmux, same layout."""
+
+    def __init__(self) -> None:
+        self.name = LOCAL
+        self.connection = LOCAL
+
+    def run_script(self, script: str) -> ScriptResult:
+        from invoke import Context
+
+        result = Context().run("sh -s", in_stream=io.StringIO(script), hide=True, warn=True)
+        return ScriptResult(result.exited, result.stdout, result.stderr)
+
+    def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
+        return ["sh", str(Path.home() / ".p/bin/p-agent"), *words]
+
+    def rsync_dest(self, path: str) -> tuple[str, list[str] | None]:
+        return str(Path.home() / path), None
+
+
+class SshWorker(Worker):
+    """A worker reached over SSH."""
+
+    def __init__(self, name: str, connection: str, strict: str = "yes") -> None:
+        self.name = name
+        self.connection = connection
+        self.target = parse(connection)
+        self.strict = strict
+        self._params: SshParams | None = None
+        self._conn = None
+
+    @property
+    def params(self) -> SshParams:
+        if self._params is None:
+            self._params = resolve(self.target)
+        return self._params
+
+    def ssh_options(self, batch: bool = True) -> list[str]:
+        """OpenSSH options shared by attach, log streams and rsync's `-e`."""
+        control = paths.private_dir(paths.control_dir())
+        suffix = hashlib.sha1(str(Path.home()).encode()).hexdigest()[:8]
+        opts = config_args()
+        opts += ["-o", f"ControlPath={control}/{suffix}-%C", "-o", "ControlMaster=auto"]
+        opts += ["-o", f"ControlPersist={CONTROL_PERSIST}"]
+        opts += ["-o", f"StrictHostKeyChecking={self.strict}", "-o", f"BatchMode={'yes' if batch else 'no'}"]
+        opts += ["-o", f"ConnectTimeout={self.params.connect_timeout}", "-o", "ServerAliveInterval=15"]
+        opts += ["-p", str(self.target.port)] if self.target.port else []
+        opts += ["-l", self.target.user] if self.target.user else []
+        return opts
+
+    def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
+        # Only safe words reach the login shell: verbs, UUIDs, numbers. ssh starts in $HOME.
+        remote = shlex.join(["sh", ".p/bin/p-agent", *words])
+        return ["ssh", "-t" if tty else "-T", *self.ssh_options(), "--", self.target.host, remote]
+
+    def rsync_dest(self, path: str) -> tuple[str, list[str] | None]:
+        host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
+        return f"{host}:{path}", ["ssh", *self.ssh_options()]
+
+    def run_script(self, script: str) -> ScriptResult:
+        conn = self.connect()
+        try:
+            result = conn.run("sh -s", in_stream=io.StringIO(script), hide=True, warn=True, pty=False)
+        except Exception as exc:  # noqa: BLE001 - translated into one line below
+            self.close()
+            raise WorkerUnreachable(self.name, describe_ssh_error(exc, self.params)) from None
+        return ScriptResult(result.exited, result.stdout, result.stderr)
+
+    def connect(self):
+        """One Fabric Connection per invocation: known_hosts + RejectPolicy, never AutoAddPolicy."""
+        if self._conn is None:
+            self._conn = build_connection(self.params, self.name)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def build_connection(params: SshParams, name: str):
+    from fabric import Connection
+    from paramiko import RejectPolicy
+
+    kwargs = {
+        "key_filename": [f for f in params.identity_files if os.path.exists(f)],
+        "look_for_keys": False,
+        "allow_agent": True,
+    }
+    gateway = None
+    if params.proxy_jump:
+        jump = shlex.join(["ssh", *config_args(), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        gateway = f"{jump} -W %h:%p -- {shlex.quote(params.proxy_jump)}"
+    conn = Connection(
+        host=params.hostname,
+        user=params.user,
+        port=params.port,
+        connect_timeout=params.connect_timeout,
+        connect_kwargs=kwargs,
+        gateway=gateway,
+        inline_ssh_env=True,
+    )
+    conn.client.set_missing_host_key_policy(RejectPolicy())
+    for known in params.known_hosts_files:
+        if os.path.exists(known):
+            conn.client.get_host_keys().load(known)
+    return conn
+
+
+def describe_ssh_error(exc: BaseException, params: SshParams) -> str:
+    """One line saying why an SSH connection failed, in OpenSSH's terms, with the next step."""
+    import socket
+
+    import paramiko
+
+    where = f"{params.hostname}:{params.port}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host name '{params.hostname}' (DNS); check the name or ~/.ssh/config"
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) or isinstance(
+        exc, ConnectionRefusedError
+    ):
+        return f"connection refused by {where}; is sshd running there?"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"connection to {where} timed out after {params.connect_timeout}s"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return (
+            f"the host key of {where} has CHANGED since it was recorded in known_hosts: this can be a "
+            "man-in-the-middle attack or a reinstalled server; verify it, then remove the old key with "
+            f"`ssh-keygen -R '[{params.hostname}]:{params.port}'`"
+        )
+    if isinstance(exc, paramiko.PasswordRequiredException):
+        return "the SSH key needs a passphrase and no ssh-agent holds it; run `ssh-add` first"
+    if isinstance(exc, paramiko.AuthenticationException):
+        return f"authentication as '{params.user}' failed; check the key (ssh-add, IdentityFile)"
+    if isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc):
+        return (
+            f"the host key of {where} is not in known_hosts; register the worker on a terminal to "
+            "confirm it, or pass --accept-new-host-key to `p worker register`"
+        )
+    if isinstance(exc, (paramiko.SSHException, OSError, EOFError)):
+        return f"SSH connection to {where} failed: {exc or exc.__class__.__name__}"
+    raise exc
+
+
+def open_worker(entry: WorkerEntry) -> Worker:
+    if entry.name == LOCAL and entry.connection == LOCAL:
+        return LocalWorker()
+    return SshWorker(entry.name, entry.connection)
