@@ -30,3 +30,38 @@ def run(c, worker=None, no_sync=False, detach=False, command=None):
     code = submit(c, _job_argv(c, command), worker, no_sync, detach)
     if code:
         raise Exit(code=code)
+
+
+@task(
+    name="ls",
+    help={"all": "also show finished jobs", "json": "print a JSON array", "quiet": "print full ids only"},
+)
+def ls(c, all=False, json=False, quiet=False):  # noqa: A002 - the flag is --all
+    """List running jobs across all workers (-a adds finished ones), newest first."""
+    from ..listing import list_jobs
+
+    list_jobs(all, json, quiet)
+
+
+@task(positional=["job_id"], help={"job_id": "job id or unique prefix"})
+def attach(c, job_id):
+    """Re-attach this terminal to a job's tmux session (Ctrl+B D detaches again)."""
+    from ..jobctl import attach_job
+
+    code = attach_job(job_id)
+    if code:
+        raise Exit(code=code)
+
+
+@task(
+    positional=["job_id"],
+    help={"job_id": "job id or unique prefix", "follow": "keep printing until the job ends",
+          "tail": "print only the last N lines"},
+)
+def logs(c, job_id, follow=False, tail=None):
+    """Print a job's captured output (running or finished), byte for byte."""
+    from ..jobctl import show_logs
+
+    code = show_logs(job_id, follow, None if tail is None else int(tail))
+    if code:
+        raise Exit(code=code)

@@ -1,0 +1,69 @@
+"""Job commands that talk to the job's worker: attach, logs (and later stop, pull, rm, prune)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from . import config
+from .attach import attach, pump, refresh
+from .exceptions import PError, UsageError, WorkerUnreachable
+from .job import DONE, RUNNING, Job
+from .store import Store
+from .workers import Worker, open_worker
+
+RECONNECT_TRIES = 30
+
+
+def open_job(prefix: str) -> tuple[Job, Worker, Store]:
+    store = Store()
+    job = store.resolve(prefix)
+    return job, open_worker(config.load().get(job.worker)), store
+
+
+def attach_job(prefix: str) -> int:
+    job, worker, store = open_job(prefix)
+    try:
+        refresh(worker, job, store)
+        if job.status not in (RUNNING, DONE):
+            raise PError(f"job {job.short_id} is {job.status_text()}; see `p logs {job.short_id}`")
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise UsageError("p attach needs a terminal; use `p logs -f` in scripts")
+        return attach(worker, job, store)
+    finally:
+        worker.close()
+
+
+def show_logs(prefix: str, follow: bool, tail: int | None) -> int:
+    if tail is not None and tail < 0:
+        raise UsageError("--tail needs a number of lines >= 0")
+    job, worker, store = open_job(prefix)
+    try:
+        if tail is not None:
+            pump(worker.process_argv(["tail", job.id, str(tail)]), sys.stdout.buffer)
+            return 0
+        if not follow:
+            pump(worker.process_argv(["follow", job.id, "0", "0"]), sys.stdout.buffer)
+            return 0
+        return follow_log(worker, job, store)
+    finally:
+        worker.close()
+
+
+def follow_log(worker: Worker, job: Job, store: Store) -> int:
+    """Print the log until the job ends; after a dropped connection resume at the byte reached."""
+    offset, tries = 0, 0
+    while True:
+        offset += pump(worker.process_argv(["follow", job.id, str(offset), "1"]), sys.stdout.buffer)
+        try:
+            refresh(worker, job, store)
+        except WorkerUnreachable:
+            job.status = RUNNING
+        if job.status != RUNNING:
+            return job.exit_code if job.status == DONE and job.exit_code is not None else 1
+        tries += 1
+        if tries > RECONNECT_TRIES:
+            raise PError(f"lost the log stream of job {job.short_id} on {worker.name}; retry `p logs -f`")
+        time.sleep(min(tries, 5))
+
+

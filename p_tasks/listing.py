@@ -1,0 +1,31 @@
+"""`p ls`: the local store as a table, JSON or ids. No network and no Fabric import on this path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+from .job import Job
+from .output import job_json, job_table
+from .store import BadRecord, Store
+
+
+def newest_first(jobs: list[Job]) -> list[Job]:
+    return sorted(jobs, key=lambda j: (j.started_at or 0, j.id), reverse=True)
+
+
+def list_jobs(show_all: bool, as_json: bool, quiet: bool) -> None:
+    records = list(Store().scan(active_only=not show_all))
+    jobs = newest_first([r for r in records if isinstance(r, Job)])
+    for bad in (r for r in records if isinstance(r, BadRecord)):
+        print(f"p: skipped job record {bad.path}: {bad.reason}", file=sys.stderr)
+    if quiet:
+        print("\n".join(j.id for j in jobs)) if jobs else None
+    elif as_json:
+        print(json.dumps([job_json(j) for j in jobs], indent=1))
+    else:
+        width = shutil.get_terminal_size((120, 24)).columns if sys.stdout.isatty() else 0
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        print(job_table(jobs, width, color))

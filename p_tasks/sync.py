@@ -1,0 +1,319 @@
+"""The rsync of the client's CWD into a job's fresh workdir on a worker.
+
+What is sent is git's view of the directory, computed locally and handed to rsync as an explicit,
+NUL-separated ``--files-from`` list (plus ``-r`` so that ``.git`` directories travel whole):
+
+* ``git`` mode (CWD inside a git work tree): every path ``git ls-files -co --exclude-standard`` lists,
+  i.e. tracked files (tracked-but-ignored ones too) plus untracked files that no ignore rule matches;
+  git itself applies nested .gitignore, ``!``, anchoring, ``**``, .git/info/exclude and
+  core.excludesFile. Then the ``.git`` directory, whole, if the CWD is the top of the work tree. When the
+  CWD is a subdirectory of a repository, only that subdirectory is sent (paths relative to the CWD) and
+  no ``.git`` at all: a ``.git`` inside it would describe a different tree. Nested repositories and
+  submodules are listed by their own git, and their ``.git`` is sent too.
+* ``gitignore`` mode (no git work tree, but .gitignore files in the tree): a walk applying every
+  .gitignore with git's rules (``pathspec``); an ignored directory is not entered, as in git.
+* ``plain`` mode: the same walk found no .gitignore; everything is sent.
+
+In every mode only files and symlinks are listed, never directories, so directories that hold nothing
+sent (empty ones included) do not appear on the worker: the same tree a ``git clone`` would give.
+Symlinks are sent as symlinks (``-a``) and never followed. File names never reach a command line.
+
+Why not ``rsync --filter=':- .gitignore'`` (the spec's hint): it drops ``!`` re-includes and
+tracked-but-ignored files, does not anchor middle-slash patterns and ignores info/exclude and
+core.excludesFile. Why not an exclude list built from ``git ls-files --ignored``: rsync patterns
+treat a backslash as literal unless the pattern holds a wildcard, and the list grows with the ignored
+files while rsync checks every rule against every file. An explicit list is exact by construction and
+linear in size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import SyncError
+
+if TYPE_CHECKING:
+    from invoke import Context
+
+log = logging.getLogger(__name__)
+
+# (directory relative to the walk's root, its parsed .gitignore), shallowest first.
+_Rules = list[tuple[bytes, Any]]
+
+# Git variables that would point git at another repository than the one holding the directory.
+_GIT_LOCATION_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")
+# Characters rsync's -e splitter leaves alone outside quotes.
+_RSH_SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """What to send from ``src``.
+
+    ``files_from`` is rsync's ``--files-from`` input: NUL-terminated paths relative to ``src``, each
+    written ``./name`` so that names starting with ``#`` or ``;`` are not read as comments. ``count``
+    counts the entries (a ``.git`` directory is one entry); ``nbytes`` sums the sizes of the listed
+    regular files (``.git`` not included).
+    """
+
+    src: Path
+    mode: str  # 'git' | 'gitignore' | 'plain'
+    files_from: bytes
+    count: int
+    nbytes: int = 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# plan: what to send
+
+
+def plan(src: Path) -> SyncPlan:
+    """Compute the list of paths under ``src`` to send (see the module docstring for the rules)."""
+    src = Path(os.path.abspath(src))
+    mode, entries = _collect(os.fsencode(src))
+    entries = sorted(set(entries))
+    nbytes = sum(_size(os.path.join(os.fsencode(src), e)) for e in entries)
+    files_from = b"".join(b"./" + e + b"\0" for e in entries)
+    return SyncPlan(src=src, mode=mode, files_from=files_from, count=len(entries), nbytes=nbytes)
+
+
+def _collect(root: bytes) -> tuple[str, list[bytes]]:
+    """The mode and the entries (relative byte paths) of the directory ``root``."""
+    prefix = _git_prefix(root)
+    if prefix is None:
+        entries: list[bytes] = []
+        used = _walk(root, b"", [], entries)
+        return ("gitignore" if used else "plain"), entries
+    return "git", _git_entries(root, top=prefix == b"")
+
+
+def _git(root: bytes, *args: str) -> bytes | None:
+    """Stdout of ``git -C root args``, or None when git is missing or fails."""
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
+    try:
+        proc = subprocess.run(
+            ["git", "-C", os.fsdecode(root), *args],
+            capture_output=True, env=env, stdin=subprocess.DEVNULL, check=False,
+        )
+    except OSError:
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _git_prefix(root: bytes) -> bytes | None:
+    """``root``'s path inside its git work tree (b"" at the top), or None outside any work tree."""
+    out = _git(root, "rev-parse", "--is-inside-work-tree", "--show-prefix")
+    if out is None or not out.startswith(b"true\n"):
+        return None
+    return out[len(b"true\n"):].rstrip(b"\n")
+
+
+def _git_entries(root: bytes, top: bool) -> list[bytes]:
+    """Git's view of ``root``: listed files that exist, nested repositories expanded, and .git."""
+    out = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    if out is None:
+        raise SyncError(f"`git ls-files` failed in {os.fsdecode(root)}; run it there to see why")
+    entries = [b".git"] if top and os.path.lexists(os.path.join(root, b".git")) else []
+    for name in dict.fromkeys(n.rstrip(b"/") for n in out.split(b"\0") if n):
+        entries.extend(_git_entry(root, name))
+    return entries
+
+
+def _git_entry(root: bytes, name: bytes) -> list[bytes]:
+    """One ``ls-files`` name as entries: gone (deleted, sparse) → none; a repository → its view."""
+    path = os.path.join(root, name)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return []
+    if not stat.S_ISDIR(st.st_mode):
+        return [name]
+    if not os.path.lexists(os.path.join(path, b".git")):
+        return []  # a tracked file turned directory: ls-files lists what is inside separately
+    return [os.path.join(name, e) for e in _collect(path)[1]]
+
+
+def _walk(root: bytes, rel: bytes, rules: _Rules, out: list[bytes]) -> bool:
+    """Append to ``out`` the non-ignored files under ``root/rel``; True if anything was filtered
+    (a .gitignore read here or below, or a nested repository listed by git)."""
+    here = os.path.join(root, rel) if rel else root
+    spec = _read_gitignore(os.path.join(here, b".gitignore"))
+    if spec is not None:
+        rules = [*rules, (rel, spec)]
+    used = spec is not None
+    for name, is_dir in _children(here, must=not rel):
+        path = os.path.join(rel, name) if rel else name
+        if name == b".git":
+            out.append(path)  # a repository git could not read: send it whole
+        elif _ignored(rules, path, is_dir):
+            continue
+        elif not is_dir:
+            out.append(path)
+        elif os.path.lexists(os.path.join(root, path, b".git")):
+            mode, entries = _collect(os.path.join(root, path))  # its own rules, as in git
+            out.extend(os.path.join(path, e) for e in entries)
+            used = used or mode != "plain"
+        else:
+            used = _walk(root, path, rules, out) or used
+    return used
+
+
+def _children(here: bytes, must: bool) -> list[tuple[bytes, bool]]:
+    """(name, is a real directory) of each entry; an unreadable subdirectory is skipped, as git does."""
+    try:
+        with os.scandir(here) as it:
+            return [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    except OSError:
+        if must:
+            raise
+        log.debug("sync: cannot read %s, skipped", os.fsdecode(here))
+        return []
+
+
+def _read_gitignore(path: bytes):
+    """The patterns of a .gitignore that is a regular file (git does not follow symlinks), or None."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "surrogateescape")
+    except OSError:
+        return None
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(text.split("\n"))
+
+
+def _ignored(rules: _Rules, path: bytes, is_dir: bool) -> bool:
+    """Git's verdict for ``path``: the deepest .gitignore with a matching pattern decides, and in it
+    the last matching pattern. Ancestors were checked on the way down, so only ``path`` is tested."""
+    for base, spec in reversed(rules):
+        relpath = os.fsdecode(path[len(base) + 1:] if base else path) + ("/" if is_dir else "")
+        for pattern in reversed(spec.patterns):
+            if pattern.include is not None and pattern.match_file(relpath):
+                return bool(pattern.include)
+    return False
+
+
+def _size(path: bytes) -> int:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# rsync_argv: how to send it
+
+
+def rsync_argv(
+    plan: SyncPlan,
+    dest: str,
+    rsh: list[str] | None,
+    *,
+    files_from: str = "-",
+    secluded: bool = True,
+) -> list[str]:
+    """The rsync command line sending ``plan`` to ``dest`` (a local path or rsync's ``host:path``).
+
+    ``rsh`` is the ssh argv for ``-e``, quoted for rsync's own splitter. ``files_from`` is where rsync
+    reads the list (``-`` = stdin). ``secluded`` adds ``-s`` (``--protect-args``, called
+    ``--secluded-args`` since 3.2.6; off by default, rsync >= 3.2.4 backslash-escapes instead):
+    remote paths travel inside the protocol, never through the remote shell. It needs rsync >= 3.0.0
+    on the worker, and it stops the remote shell from expanding ``~``, so a leading ``~/`` in the
+    remote path is dropped (ssh starts in the home directory, where a relative path begins).
+    """
+    argv = ["rsync", "-a", "-r", "--no-owner", "--no-group", "--ignore-missing-args"]
+    argv += ["--from0", f"--files-from={files_from}"]
+    if secluded:
+        argv.append("-s")
+        dest = _strip_remote_tilde(dest)
+    if rsh:
+        argv.append("--rsh=" + " ".join(_rsh_quote(a) for a in rsh))
+    return [*argv, "--", os.path.join(os.fspath(plan.src), ""), dest]
+
+
+def _rsh_quote(arg: str) -> str:
+    """Quote one word for rsync's -e splitter: spaces separate words, and inside '…' everything is
+    literal except a doubled '' which stands for one quote (rsync main.c do_cmd)."""
+    if _RSH_SAFE.fullmatch(arg):
+        return arg
+    return "'" + arg.replace("'", "''") + "'"
+
+
+def _strip_remote_tilde(dest: str) -> str:
+    """``host:~/x`` → ``host:x``; local paths (a ``/`` before the first ``:``) are left alone."""
+    i = dest.find(":~/")
+    if i > 0 and "/" not in dest[:i]:
+        return dest[: i + 1] + dest[i + 3:]
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------------
+# run: send it
+
+
+def run(
+    plan: SyncPlan, dest: str, rsh: list[str] | None, ctx: Context, *, secluded: bool = True
+) -> None:
+    """Send ``plan`` to ``dest`` with rsync run through ``ctx``; raise SyncError on failure.
+
+    The list goes through a temporary file: Invoke's ``in_stream`` is text, and the list is bytes.
+    Exit 24 (a file vanished while being sent) counts as success. ``secluded``: see rsync_argv.
+    """
+    if shutil.which("rsync") is None:
+        raise SyncError("rsync is not installed on this machine; install it (e.g. apt install rsync)")
+    with tempfile.NamedTemporaryFile(prefix="p-sync-", suffix=".list") as f:
+        f.write(plan.files_from)
+        f.flush()
+        argv = rsync_argv(plan, dest, rsh, files_from=f.name, secluded=secluded)
+        log.debug("sync: %s", shlex.join(argv))
+        result = ctx.run(shlex.join(argv), hide=True, warn=True, in_stream=False)
+    if result.exited not in (0, 24):
+        raise SyncError(error_message(result.exited, result.stderr))
+
+
+def error_message(code: int, stderr: str) -> str:
+    """One line for a failed rsync: its most telling stderr line and what to do about it."""
+    if code == 127 or _NO_REMOTE_RSYNC.search(stderr):
+        return "rsync is not installed on the worker; install it there (e.g. apt install rsync)"
+    line = _last_meaningful(stderr)
+    return f"sync failed (rsync exit {code}): {line or 'no message'}; {_hint(code, line)}"
+
+
+def _hint(code: int, line: str) -> str:
+    """What to do next. ssh dying shows as exit 255 or 12 (a race in rsync), so its line decides."""
+    if code == 255 or line.startswith(("ssh:", "ssh_", "kex_", "Host key", "Permission denied (")):
+        return "check that `ssh <worker>` works"
+    return _HINTS.get(code, "run the rsync by hand with -v to see more")
+
+
+# How sh/dash, bash, zsh and fish say it; rsync exits 127 for it, or 12 when it loses a race.
+_NO_REMOTE_RSYNC = re.compile(
+    r"\brsync: (command )?not found|command not found: rsync|Unknown command:? '?rsync\b"
+)
+_HINTS = {
+    11: "check the free space and permissions of ~/.p/workdirs on the worker",
+    12: "check that rsync works on the worker (`ssh <worker> rsync --version`)",
+    23: "some files could not be read; check their permissions",
+    255: "check that `ssh <worker>` works",
+}
+
+
+def _last_meaningful(stderr: str) -> str:
+    """The last stderr line that is not rsync's generic epilogue."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    generic = ("rsync error:", "rsync: connection unexpectedly closed", "rsync: [sender] write error")
+    specific = [ln for ln in lines if not ln.startswith(generic)]
+    return (specific or lines or [""])[-1]
