@@ -1,0 +1,1 @@
+"""Machinery behind the fixtures in tests/conftest.py: a real sshd, a terminal, process cleanup."""
