@@ -37,6 +37,7 @@ class Config:
     workers: list[WorkerEntry] = field(default_factory=list)
     default_worker: str | None = None
     path: Path = field(default_factory=paths.config_file)
+    on_finish: str | None = None  # local command run when a job's end is noticed (see hooks.py)
 
     def find(self, name: str) -> WorkerEntry | None:
         return next((w for w in self.workers if w.name == name), None)
@@ -58,6 +59,8 @@ class Config:
         if self.default_worker:
             data["default_worker"] = self.default_worker
         data["workers"] = [{"name": w.name, "connection": w.connection} for w in self.workers]
+        if self.on_finish:
+            data["on_finish"] = self.on_finish
         return yaml.dump(data, Dumper=_IndentedDumper, sort_keys=False).encode()
 
 
@@ -102,7 +105,11 @@ def parse(text: str, path: Path) -> Config:
         return Config(path=path)
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping with 'workers'; fix the file")
-    return Config(_parse_workers(data.get("workers") or [], path), _parse_default(data, path), path)
+    on_finish = data.get("on_finish")
+    if on_finish is not None and not isinstance(on_finish, str):
+        raise ConfigError(f"config file {path}: 'on_finish' must be a command line (a string)")
+    workers = _parse_workers(data.get("workers") or [], path)
+    return Config(workers, _parse_default(data, path), path, on_finish)
 
 
 def _parse_workers(items: object, path: Path) -> list[WorkerEntry]:

@@ -8,7 +8,7 @@ import time
 from . import config
 from .attach import attach, pump, refresh
 from .exceptions import PError, UsageError, WorkerUnreachable
-from .job import DONE, RUNNING, Job
+from .job import ACTIVE, DONE, RUNNING, STOPPED, Job
 from .store import Store
 from .workers import Worker, open_worker
 
@@ -67,3 +67,54 @@ def follow_log(worker: Worker, job: Job, store: Store) -> int:
         time.sleep(min(tries, 5))
 
 
+
+
+def stop_job(prefix: str, timeout: float) -> str:
+    from . import agent
+
+    job, worker, store = open_job(prefix)
+    try:
+        refresh(worker, job, store)
+        if job.status != RUNNING:
+            return f"job {job.short_id} already ended ({job.status_text()}); nothing changed"
+        agent.call(worker, "stop", job.id, str(int(timeout)))
+        refresh(worker, job, store)
+        job.status = STOPPED
+        store.save(job)
+        return f"stopped job {job.short_id}"
+    finally:
+        worker.close()
+
+
+def remove_job(job: Job, worker: Worker, store: Store, force: bool) -> int:
+    """Remove the remote job dir and workdir, then the record; return KiB freed on the worker."""
+    from . import agent
+
+    if job.status in ACTIVE and not force:
+        raise UsageError(f"job {job.short_id} is {job.status}; stop it first or use --force")
+    reply = agent.call(worker, "rm", job.id).fields()
+    store.delete(job.id)
+    return int(reply.get("freed_kb", "0") or 0)
+
+
+def rm_job(prefix: str, force: bool) -> str:
+    job, worker, store = open_job(prefix)
+    try:
+        try:
+            refresh(worker, job, store)
+        except WorkerUnreachable:
+            if not force:
+                raise
+        freed = remove_job(job, worker, store, force)
+        return f"removed job {job.short_id} (freed {human_kb(freed)} on {worker.name})"
+    finally:
+        worker.close()
+
+
+def human_kb(kb: int) -> str:
+    size = float(kb)
+    for unit in ("KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "KiB" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"

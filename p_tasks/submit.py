@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import sys
@@ -21,10 +22,30 @@ def payload(argv: list[str]) -> tuple[str, str]:
     return "argv", "exec " + shlex.join(argv)
 
 
+MIN_TMUX = (2, 6)
+
+
+def tmux_version(text: str) -> tuple[int, int] | None:
+    """(major, minor) from what `tmux -V` printed after 'tmux ' ('3.3a', 'next-3.4', '2.6'); None if odd."""
+    match = re.search(r"(\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def check_worker(worker: Worker, hello: dict[str, str], need_rsync: bool) -> None:
     where = f"worker '{worker.name}'"
-    if hello.get("tmux", "missing") == "missing":
+    tmux = hello.get("tmux", "missing")
+    if tmux == "missing":
         raise WorkerUnfit(f"tmux is not installed on {where}; install it there (e.g. apt-get install tmux)")
+    version = tmux_version(tmux)
+    if tmux == "unknown":
+        raise WorkerUnfit(f"tmux on {where} does not run (`tmux -V` failed); reinstall it there")
+    if version and version < MIN_TMUX:
+        raise WorkerUnfit(f"tmux {tmux} on {where} is too old; p needs tmux >= 2.6")
+    if need_rsync and hello.get("rsync") == "unknown":
+        raise WorkerUnfit(
+            f"rsync on {where} does not run (`rsync --version` failed); repair it there "
+            "or run without syncing: p -n -- <command>"
+        )
     if need_rsync and hello.get("rsync", "missing") == "missing":
         raise WorkerUnfit(
             f"rsync is not installed on {where}; install it there (e.g. apt-get install rsync) "

@@ -288,6 +288,13 @@ def error_message(code: int, stderr: str) -> str:
     """One line for a failed rsync: its most telling stderr line and what to do about it."""
     if code == 127 or _NO_REMOTE_RSYNC.search(stderr):
         return "rsync is not installed on the worker; install it there (e.g. apt install rsync)"
+    noise = _SHELL_NOISE.search(stderr)
+    if noise:
+        printed = (noise.group(1) or "").strip()
+        return (
+            f"the worker's shell prints output at login ({printed!r}), which breaks rsync's "
+            "protocol; make ~/.bashrc (or your shell's start-up file) print only on interactive logins"
+        )
     line = _last_meaningful(stderr)
     return f"sync failed (rsync exit {code}): {line or 'no message'}; {_hint(code, line)}"
 
@@ -302,6 +309,11 @@ def _hint(code: int, line: str) -> str:
 # How sh/dash, bash, zsh and fish say it; rsync exits 127 for it, or 12 when it loses a race.
 _NO_REMOTE_RSYNC = re.compile(
     r"\brsync: (command )?not found|command not found: rsync|Unknown command:? '?rsync\b"
+)
+# rsync's own diagnosis when a login script prints: "protocol version mismatch -- is your shell clean?"
+# and, on newer rsync, "server sent 'TEXT' rather than ...". The first group is what the shell printed.
+_SHELL_NOISE = re.compile(
+    r"(?:invalid message .*?\(|server sent \"?'?)(.*?)['\")]|(is your shell clean)", re.S
 )
 _HINTS = {
     11: "check the free space and permissions of ~/.p/workdirs on the worker",

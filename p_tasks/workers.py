@@ -14,7 +14,6 @@ Later placement (several workers, Slurm login nodes) plugs in here and in ``laun
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pwd
 import shlex
@@ -146,7 +145,8 @@ class LocalWorker(Worker):
     def run_script(self, script: str) -> ScriptResult:
         from invoke import Context
 
-        result = Context().run("sh -s", in_stream=io.StringIO(script), hide=True, warn=True)
+        # As an argument rather than on stdin: invoke's stdin pump stalls on inputs of a few kB.
+        result = Context().run("sh -c " + shlex.quote(script), hide=True, warn=True, in_stream=False)
         return ScriptResult(result.exited, result.stdout, result.stderr)
 
     def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
@@ -196,13 +196,11 @@ class SshWorker(Worker):
         return f"{host}:{path}", ["ssh", *self.ssh_options()]
 
     def run_script(self, script: str) -> ScriptResult:
-        conn = self.connect()
         try:
-            result = conn.run("sh -s", in_stream=io.StringIO(script), hide=True, warn=True, pty=False)
+            return exec_with_stdin(self.connect(), "sh -s", script.encode())
         except Exception as exc:  # noqa: BLE001 - translated into one line below
             self.close()
             raise WorkerUnreachable(self.name, describe_ssh_error(exc, self.params)) from None
-        return ScriptResult(result.exited, result.stdout, result.stderr)
 
     def connect(self):
         """One Fabric Connection per invocation: known_hosts + RejectPolicy, never AutoAddPolicy."""
@@ -214,6 +212,29 @@ class SshWorker(Worker):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def exec_with_stdin(conn, command: str, data: bytes) -> ScriptResult:
+    """Run ``command`` on the Fabric connection's transport, feed ``data`` to its stdin, collect output.
+
+    A plain paramiko session rather than ``Connection.run``: invoke's stdin pump polls, and fails with
+    "Socket is closed" when the remote side exits before reading all of its input.
+    """
+    conn.open()
+    channel = conn.client.get_transport().open_session(timeout=conn.connect_timeout)
+    try:
+        channel.exec_command(command)
+        try:
+            channel.sendall(data)
+            channel.shutdown_write()
+        except OSError:
+            pass  # the remote ended early (e.g. "agent outdated"); its answer is still readable
+        stdout = channel.makefile("rb").read()
+        stderr = channel.makefile_stderr("rb").read()
+        return ScriptResult(channel.recv_exit_status(), stdout.decode("utf-8", "replace"),
+                            stderr.decode("utf-8", "replace"))
+    finally:
+        channel.close()
 
 
 def build_connection(params: SshParams, name: str):
