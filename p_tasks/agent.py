@@ -86,20 +86,23 @@ def build_script(verb: str, args: list[str], install: bool = False) -> str:
     return f"{head}{body}set -- {shlex.join([verb, *args])}\n{PRELUDE}"
 
 
-def call(worker: Worker, verb: str, *args: str) -> Reply:
-    """Run one agent verb on ``worker``; raise AgentError if it fails."""
-    reply = _run(worker, verb, list(args), install=False)
+def call(worker: Worker, verb: str, *args: str, quick: bool = False) -> Reply:
+    """Run one agent verb on ``worker``; raise AgentError if it fails.
+
+    ``quick``: short timeout, through OpenSSH rather than Fabric (keeps `p ls` light and bounded).
+    """
+    reply = _run(worker, verb, list(args), install=False, quick=quick)
     if reply.exited == OUTDATED:
         log.debug("agent on %s missing or outdated; installing", worker.name)
-        reply = _run(worker, verb, list(args), install=True)
+        reply = _run(worker, verb, list(args), install=True, quick=quick)
     if reply.exited != 0:
         raise AgentError(worker.name, verb, _last_line(reply.stderr) or f"exit status {reply.exited}")
     return reply
 
 
-def _run(worker: Worker, verb: str, args: list[str], install: bool) -> Reply:
+def _run(worker: Worker, verb: str, args: list[str], install: bool, quick: bool) -> Reply:
     log.debug("agent %s %s on %s (install=%s)", verb, args, worker.name, install)
-    result = worker.run_script(build_script(verb, args, install))
+    result = worker.run_script(build_script(verb, args, install), quick=quick)
     head, sep, text = result.stdout.partition(MARKER + "\n")
     return Reply(result.exited, text if sep else "", result.stderr)
 

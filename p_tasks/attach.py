@@ -19,13 +19,15 @@ from .workers import Worker
 CHUNK = 1 << 16
 
 
-def refresh(worker: Worker, job: Job, store: Store) -> Job:
-    """Ask the worker for the job's state and save it in the local record."""
+def refresh(worker: Worker, job: Job, store: Store) -> RemoteState | None:
+    """Ask the worker for the job's state, save it in the local record, and return what it said."""
     line = agent.call(worker, "status", job.id).lines()
-    if line:
-        apply_remote(job, RemoteState.parse(line[0]))
-        store.save(job)
-    return job
+    if not line:
+        return None
+    remote = RemoteState.parse(line[0])
+    apply_remote(job, remote)
+    store.save(job)
+    return remote
 
 
 def attach(worker: Worker, job: Job, store: Store) -> int:
@@ -48,6 +50,9 @@ def attach(worker: Worker, job: Job, store: Store) -> int:
 def conclude(job: Job) -> int:
     """After the terminal let go: a summary line and the job's exit code, or how to reattach."""
     if job.status == RUNNING:
+        from .watch import ensure_watcher
+
+        ensure_watcher(job.worker)
         print(f"p: detached from job {job.short_id}; it keeps running. "
               f"Reattach with `p attach {job.short_id}`", file=sys.stderr)
         return 0

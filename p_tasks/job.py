@@ -86,12 +86,14 @@ class RemoteState:
     exit_code: int | None
     started_at: float | None
     ended_at: float | None
+    session_open: bool = False
 
     @classmethod
     def parse(cls, line: str) -> RemoteState:
-        job_id, state, code, started, ended = (line.split() + ["-"] * 5)[:5]
+        job_id, state, code, started, ended, session = (line.split() + ["-"] * 6)[:6]
         num = lambda v: None if v == "-" else float(v)  # noqa: E731
-        return cls(job_id, state, None if code == "-" else int(code), num(started), num(ended))
+        return cls(job_id, state, None if code == "-" else int(code), num(started), num(ended),
+                   session == "open")
 
 
 def apply_remote(job: Job, remote: RemoteState) -> None:

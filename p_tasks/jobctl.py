@@ -24,9 +24,12 @@ def open_job(prefix: str) -> tuple[Job, Worker, Store]:
 def attach_job(prefix: str) -> int:
     job, worker, store = open_job(prefix)
     try:
-        refresh(worker, job, store)
-        if job.status not in (RUNNING, DONE):
-            raise PError(f"job {job.short_id} is {job.status_text()}; see `p logs {job.short_id}`")
+        remote = refresh(worker, job, store)
+        if remote is None or not remote.session_open:
+            raise PError(
+                f"job {job.short_id} has ended ({job.status_text()}) and its session is closed; "
+                f"see its output with `p logs {job.short_id}`"
+            )
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
             raise UsageError("p attach needs a terminal; use `p logs -f` in scripts")
         return attach(worker, job, store)
@@ -100,11 +103,7 @@ def remove_job(job: Job, worker: Worker, store: Store, force: bool) -> int:
 def rm_job(prefix: str, force: bool) -> str:
     job, worker, store = open_job(prefix)
     try:
-        try:
-            refresh(worker, job, store)
-        except WorkerUnreachable:
-            if not force:
-                raise
+        refresh(worker, job, store)  # unreachable: raises, and the record and remote dirs stay
         freed = remove_job(job, worker, store, force)
         return f"removed job {job.short_id} (freed {human_kb(freed)} on {worker.name})"
     finally:

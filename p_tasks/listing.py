@@ -17,8 +17,15 @@ def newest_first(jobs: list[Job]) -> list[Job]:
 
 
 def list_jobs(show_all: bool, as_json: bool, quiet: bool) -> None:
-    records = list(Store().scan(active_only=not show_all))
+    store = Store()
+    records = list(store.scan(active_only=not show_all))
     jobs = newest_first([r for r in records if isinstance(r, Job)])
+    if any(j.active for j in jobs):
+        from .reconcile import reconcile
+
+        reconcile(store, [j for j in jobs if j.active])
+        if not show_all:
+            jobs = [j for j in jobs if j.active]
     for bad in (r for r in records if isinstance(r, BadRecord)):
         print(f"p: skipped job record {bad.path}: {bad.reason}", file=sys.stderr)
     if quiet:

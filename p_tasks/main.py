@@ -85,6 +85,8 @@ class PProgram(Program):
             name = f"{name}.{rest.pop(sub_index)}"
         if "--help" in rest or "-h" in rest:
             return ["--help", name]
+        if name == "pull":
+            rest = _optional_third(rest, "--dest")
         return [name, *rest]
 
     def _no_command(self, head: list[str], words: list[str]) -> list[str]:
@@ -202,6 +204,15 @@ class PProgram(Program):
 
     def print_version(self) -> None:
         print(f"p {__version__}")
+
+
+def _optional_third(rest: list[str], flag: str) -> list[str]:
+    """Invoke positionals are always required: `p pull ID PATH DEST` passes DEST as ``flag``."""
+    positions = [i for i, t in enumerate(rest) if not t.startswith("-")]
+    if len(positions) == 3:
+        index = positions[2]
+        return [*rest[:index], flag, rest[index], *rest[index + 1 :]]
+    return rest
 
 
 def _split_dashdash(args: list[str]) -> tuple[list[str], list[str] | None]:

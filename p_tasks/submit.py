@@ -65,6 +65,9 @@ def submit(ctx, argv: list[str], worker_name: str | None, no_sync: bool, detach:
     try:
         job = start(ctx, worker, Job(new_id(), entry.name, str(Path.cwd()), argv, synced=not no_sync), store)
         if detach:
+            from .watch import ensure_watcher
+
+            ensure_watcher(job.worker)
             print(job.id)
             return 0
         if sys.stdin.isatty() and sys.stdout.isatty():

@@ -244,6 +244,19 @@ def rsync_argv(
     return [*argv, "--", os.path.join(os.fspath(plan.src), ""), dest]
 
 
+def pull_argv(src: str, dest: str, rsh: list[str] | None, is_dir: bool) -> list[str]:
+    """rsync command line copying ``src`` (``host:path`` or a local path) to the local ``dest``.
+
+    Symlinks arrive as symlinks (``-a``), never followed; ``--safe-links`` drops links that point
+    out of the copied tree, so the destination cannot be used to reach outside it.
+    """
+    argv = ["rsync", "-a", "--no-owner", "--no-group", "--safe-links", "-s"]
+    if rsh:
+        argv.append("--rsh=" + " ".join(_rsh_quote(a) for a in rsh))
+    slash = "/" if is_dir else ""
+    return [*argv, "--", src.rstrip("/") + slash, dest.rstrip("/") + slash]
+
+
 def _rsh_quote(arg: str) -> str:
     """Quote one word for rsync's -e splitter: spaces separate words, and inside '…' everything is
     literal except a doubled '' which stands for one quote (rsync main.c do_cmd)."""

@@ -28,6 +28,7 @@ from .target import Target, parse
 
 CONNECT_TIMEOUT = 10
 CONTROL_PERSIST = "60s"
+QUICK_TIMEOUT = 3
 
 
 @dataclass
@@ -122,7 +123,8 @@ class Worker:
     name: str
     connection: str
 
-    def run_script(self, script: str) -> ScriptResult:
+    def run_script(self, script: str, quick: bool = False) -> ScriptResult:
+        """Run a sh script; ``quick`` means a short connect timeout and no Fabric import (for p ls)."""
         raise NotImplementedError
 
     def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
@@ -142,7 +144,7 @@ class LocalWorker(Worker):
         self.name = LOCAL
         self.connection = LOCAL
 
-    def run_script(self, script: str) -> ScriptResult:
+    def run_script(self, script: str, quick: bool = False) -> ScriptResult:
         from invoke import Context
 
         # As an argument rather than on stdin: invoke's stdin pump stalls on inputs of a few kB.
@@ -195,12 +197,29 @@ class SshWorker(Worker):
         host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
         return f"{host}:{path}", ["ssh", *self.ssh_options()]
 
-    def run_script(self, script: str) -> ScriptResult:
+    def run_script(self, script: str, quick: bool = False) -> ScriptResult:
+        if quick:
+            return self._run_openssh(script)
         try:
             return exec_with_stdin(self.connect(), "sh -s", script.encode())
         except Exception as exc:  # noqa: BLE001 - translated into one line below
             self.close()
             raise WorkerUnreachable(self.name, describe_ssh_error(exc, self.params)) from None
+
+    def _run_openssh(self, script: str) -> ScriptResult:
+        """The same call through OpenSSH (shares the ControlMaster), bounded by QUICK_TIMEOUT."""
+        argv = ["ssh", "-T", *self.ssh_options(), "-o", f"ConnectTimeout={QUICK_TIMEOUT}"]
+        argv += ["--", self.target.host, "sh -s"]
+        try:
+            done = subprocess.run(argv, input=script.encode(), capture_output=True,
+                                  timeout=QUICK_TIMEOUT + 2, check=False)
+        except subprocess.TimeoutExpired:
+            raise WorkerUnreachable(self.name, f"no answer within {QUICK_TIMEOUT + 2}s") from None
+        stderr = done.stderr.decode("utf-8", "replace")
+        if done.returncode == 255:
+            lines = [ln for ln in stderr.splitlines() if ln.strip()]
+            raise WorkerUnreachable(self.name, lines[-1] if lines else "ssh failed")
+        return ScriptResult(done.returncode, done.stdout.decode("utf-8", "replace"), stderr)
 
     def connect(self):
         """One Fabric Connection per invocation: known_hosts + RejectPolicy, never AutoAddPolicy."""

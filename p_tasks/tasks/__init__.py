@@ -6,5 +6,5 @@ from invoke import Collection
 
 from . import jobs, worker
 
-ns = Collection(jobs.run, jobs.ls, jobs.attach, jobs.logs)
+ns = Collection(jobs.run, jobs.ls, jobs.attach, jobs.logs, jobs.stop, jobs.pull, jobs.rm, jobs.prune)
 ns.add_collection(Collection.from_module(worker), name="worker")

@@ -65,3 +65,46 @@ def logs(c, job_id, follow=False, tail=None):
     code = show_logs(job_id, follow, None if tail is None else int(tail))
     if code:
         raise Exit(code=code)
+
+
+@task(
+    positional=["job_id"],
+    help={"job_id": "job id or unique prefix", "timeout": "seconds between SIGTERM and SIGKILL (10)"},
+)
+def stop(c, job_id, timeout=10):
+    """Stop a running job and every process it started (SIGTERM, then SIGKILL after --timeout)."""
+    from ..jobctl import stop_job
+
+    print(stop_job(job_id, float(timeout)))
+
+
+@task(
+    positional=["job_id", "remote_path"],
+    help={"job_id": "job id or unique prefix", "remote_path": "file or directory in the job's workdir",
+          "dest": "where to put it (default: its name, in the current directory)"},
+)
+def pull(c, job_id, remote_path, dest=None):
+    """Copy a file or directory from a job's workdir to this machine (p pull ID PATH [DEST])."""
+    from ..pull import pull as pull_path
+
+    print(pull_path(job_id, remote_path, dest))
+
+
+@task(
+    name="rm",
+    positional=["job_id"],
+    help={"job_id": "job id or unique prefix", "force": "also remove a running job (it is stopped first)"},
+)
+def rm(c, job_id, force=False):
+    """Remove a job's record, its remote job dir and its workdir."""
+    from ..jobctl import rm_job
+
+    print(rm_job(job_id, force))
+
+
+@task(help={"force": "also remove jobs whose state is unknown", "dry-run": "only list what would go"})
+def prune(c, force=False, dry_run=False):
+    """Remove all finished jobs (done, failed, stopped) with their remote dirs."""
+    from ..prune import prune as prune_jobs
+
+    prune_jobs(force, dry_run)
