@@ -1,0 +1,124 @@
+"""Reaching workers: host keys strictly checked, and each kind of unreachable worker gets its own line."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from helpers import run_p
+
+
+def one_line(err: bytes) -> str:
+    text = err.decode()
+    assert text.count("\n") == 1 and "Traceback" not in text, text
+    return text
+
+
+def test_unknown_host_key_refused_without_a_decision(ssh_client_config, isolated_home):
+    ssh_client_config.known_hosts.write_text("")
+    rc, out, err = run_p("worker", "register", "testworker", "-n", "tw")
+    assert rc == 1
+    assert "not in known_hosts" in one_line(err) and "--accept-new-host-key" in err.decode()
+    assert not (isolated_home / ".config/p/config.yaml").exists()
+
+
+def test_accept_new_host_key_records_it_then_strict_afterwards(ssh_client_config, sshd):
+    ssh_client_config.known_hosts.write_text("")
+    rc, out, err = run_p("worker", "register", "testworker", "-n", "tw", "--accept-new-host-key")
+    assert rc == 0, err
+    assert f"[127.0.0.1]:{sshd.port}" in ssh_client_config.known_hosts.read_text()
+    assert run_p("-n", "--", "true")[0] == 0
+
+
+def test_changed_host_key_always_refused(ssh_client_config, sshd):
+    assert run_p("worker", "register", "testworker", "-n", "tw")[0] == 0
+    sshd.swap_host_key()
+    try:
+        for args in (["-n", "--", "true"], ["worker", "register", "testworker", "-n", "tw2",
+                                            "--accept-new-host-key"]):
+            rc, out, err = run_p(*args)
+            assert rc == 1
+            line = one_line(err)
+            assert "CHANGED" in line or "host key" in line.lower()
+    finally:
+        sshd.swap_host_key()
+
+
+def test_refused_port(isolated_home):
+    port = _free_port()
+    assert run_p("worker", "register", f"me@127.0.0.1:{port}", "-n", "down", "--no-check")[0] == 0
+    rc, out, err = run_p("down", "--", "true")
+    assert rc == 1 and "connection refused" in one_line(err)
+
+
+def test_unresolvable_host(isolated_home):
+    assert run_p("worker", "register", "me@no-such-host.invalid", "-n", "nx", "--no-check")[0] == 0
+    rc, out, err = run_p("nx", "--", "true")
+    assert rc == 1 and "cannot resolve host name" in one_line(err)
+
+
+def test_blackhole_times_out_within_connect_timeout(ssh_client_config, isolated_home):
+    """A server that accepts TCP but never speaks SSH: bounded by ConnectTimeout from ssh_config."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    held = []
+    threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(4)], daemon=True).start()
+    with open(ssh_client_config.config, "a") as cfg:
+        cfg.write(f"\nHost hole\n    HostName 127.0.0.1\n    Port {port}\n    ConnectTimeout 2\n")
+    assert run_p("worker", "register", "hole", "--no-check")[0] == 0
+    started = time.monotonic()
+    rc, out, err = run_p("hole", "--", "true", timeout=30)
+    assert rc == 1 and "hole" in one_line(err)
+    assert time.monotonic() - started < 12
+    listener.close()
+
+
+def test_auth_failure(ssh_client_config, sshd, tmp_path):
+    other = tmp_path / "otherkey"
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    text = ssh_client_config.config.read_text().replace(str(sshd.client_key), str(other))
+    ssh_client_config.config.write_text(text)
+    rc, out, err = run_p("worker", "register", "testworker", "-n", "tw")
+    assert rc == 1 and "authentication" in one_line(err)
+
+
+def test_passphrase_key_without_agent_fails_fast_with_hint(ssh_client_config, sshd, tmp_path):
+    import subprocess
+
+    locked = tmp_path / "locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(locked)], check=True)
+    text = ssh_client_config.config.read_text().replace(str(sshd.client_key), str(locked))
+    ssh_client_config.config.write_text(text)
+    started = time.monotonic()
+    rc, out, err = run_p("worker", "register", "testworker", "-n", "tw", timeout=30)
+    assert rc == 1
+    line = one_line(err)
+    assert "ssh-add" in line or "authentication" in line
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("conn", ["user@", ":22", "host:port:x", "::1", "a b"])
+def test_malformed_connection_strings(conn, isolated_home):
+    rc, out, err = run_p("worker", "register", conn, "-n", "w", "--no-check")
+    assert rc == 2 and "bad connection string" in one_line(err)
+
+
+def test_duplicate_and_reserved_names(ssh_client_config):
+    assert run_p("worker", "register", "testworker", "-n", "tw")[0] == 0
+    rc, out, err = run_p("worker", "register", "testworker", "-n", "tw")
+    assert rc == 2 and "already registered" in one_line(err)
+    for name in ("ls", "local", "worker"):
+        rc, out, err = run_p("worker", "register", "testworker", "-n", name, "--no-check")
+        assert rc == 2 and name in one_line(err)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
