@@ -13,6 +13,7 @@ import logging
 import sys
 
 from invoke import Argument, Exit, ParseError, Program
+from invoke.exceptions import UnknownFileType
 
 from . import __version__
 from .exceptions import PError, UsageError
@@ -50,6 +51,15 @@ RUN_FLAGS = {"-n": "--no-sync", "--no-sync": "--no-sync", "-d": "--detach", "--d
 
 
 class PProgram(Program):
+    def core_args(self) -> list[Argument]:
+        """Invoke's core flags, long names only (-h and -V kept): p's own -d, -n, -f, -c... win."""
+        kept = []
+        for arg in super().core_args():
+            names = tuple(n for n in arg.names if len(n) > 1 or n in ("h", "V"))
+            kept.append(Argument(names=names, kind=arg.kind, default=arg.default, help=arg.help,
+                                 optional=arg.optional, incrementable=arg.incrementable))
+        return kept
+
     def task_args(self) -> list[Argument]:
         return []
 
@@ -61,8 +71,11 @@ class PProgram(Program):
         head, tail = _split_dashdash(args)
         words = [t for t in head if not t.startswith("-")]
         subcommands = self._subcommands()
-        if words and words[0] in subcommands:
-            if tail is not None and words[0] != "run":
+        if words and words[0] == "run" and tail is not None:  # `p run [opts] [worker] -- cmd`
+            head.remove("run")
+            words.pop(0)
+        elif words and words[0] in subcommands:
+            if tail is not None:
                 raise UsageError(f"`p {words[0]}` takes no `--`; see `p {words[0]} --help`")
             return [prog, *self._rewrite_subcommand(head)], None
         if tail is None:
@@ -122,13 +135,16 @@ class PProgram(Program):
             self._run(sys.argv if argv is None else argv)
         except Exit as exc:
             if exc.message:
-                print(exc.message, file=sys.stderr)
+                say(exc.message)
             code = exc.code
         except ParseError as exc:
-            print(f"p: {exc}; see `p --help`", file=sys.stderr)
+            say(f"p: {exc}; see `p --help`")
+            code = 2
+        except UnknownFileType as exc:
+            say(f"p: {exc}")
             code = 2
         except PError as exc:
-            print(f"p: {exc.message}", file=sys.stderr)
+            say(f"p: {exc.message}")
             code = exc.exit_code
         except KeyboardInterrupt:
             print("p: interrupted", file=sys.stderr)
@@ -150,7 +166,10 @@ class PProgram(Program):
         argv, self.job_argv = self.rewrite(list(argv))
         self.parse_core(argv)
         self.parse_collection()
-        self.parse_tasks()
+        try:
+            self.parse_tasks()
+        except ValueError as exc:  # invoke converts typed option values with int()
+            raise UsageError(f"bad option value ({exc}); see `p --help`") from None
         if self.args.help.value in self.collection.collections:
             self.print_collection(self.args.help.value)
             return
@@ -204,6 +223,11 @@ class PProgram(Program):
 
     def print_version(self) -> None:
         print(f"p {__version__}")
+
+
+def say(message: str) -> None:
+    """Print an error as exactly one line: newlines from user input are shown escaped."""
+    print(message.rstrip("\n").replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
 
 
 def _optional_third(rest: list[str], flag: str) -> list[str]:
