@@ -56,10 +56,11 @@ def conclude(job: Job) -> int:
         print(f"p: detached from job {job.short_id}; it keeps running. "
               f"Reattach with `p attach {job.short_id}`", file=sys.stderr)
         return 0
-    print(f"job {job.short_id} {job.status_text()} in {output.duration(job)}", file=sys.stderr)
-    if job.status == DONE and job.exit_code is not None:
-        return job.exit_code
-    return 1
+    done = job.status == DONE and job.exit_code is not None
+    # `done [exit N]` as in the banner (README, issue): `done [N]` is the `p ls` column's wording.
+    state = f"done [exit {job.exit_code}]" if done else job.status_text()
+    print(f"job {job.short_id} {state} in {output.duration(job)}", file=sys.stderr)
+    return job.exit_code if done else 1
 
 
 def lost(worker: Worker, job: Job) -> PError:

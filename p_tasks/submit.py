@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import random
 import re
 import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from . import agent, attach, config
-from .exceptions import AgentError, PError, SyncError, UsageError, WorkerUnfit
+from .exceptions import AgentError, SyncError, UsageError, WorkerUnfit
 from .job import FAILED, RUNNING, Job, new_id
 from .store import Store
-from .workers import Worker, open_worker
+from .workers import RETRY_DELAYS, Worker, open_worker
 
 
 def payload(argv: list[str]) -> tuple[str, str]:
@@ -102,9 +104,12 @@ def upload(ctx, worker: Worker, job: Job) -> None:
 
     plan = sync.plan(Path.cwd())
     dest, rsh = worker.rsync_dest(f".p/workdirs/{job.id}/")
-    try:
-        sync.run(plan, dest, rsh, ctx)
-    except SyncError as exc:
-        raise SyncError(f"sync to worker '{worker.name}' failed, no job started: {exc.message}") from None
-    except PError:
-        raise
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            sync.run(plan, dest, rsh, ctx)
+            return
+        except SyncError as exc:
+            if delay is None or not getattr(exc, "transient", False):
+                why = exc.message
+                raise SyncError(f"sync to worker '{worker.name}' failed, no job started: {why}") from None
+        time.sleep(delay * (0.5 + random.random()))

@@ -294,7 +294,17 @@ def run(
         log.debug("sync: %s", shlex.join(argv))
         result = ctx.run(shlex.join(argv), hide=True, warn=True, in_stream=False)
     if result.exited not in (0, 24):
-        raise SyncError(error_message(result.exited, result.stderr))
+        error = SyncError(error_message(result.exited, result.stderr))
+        error.transient = transient(result.exited, result.stderr)
+        raise error
+
+
+_TRANSIENT = re.compile(r"Connection (reset|closed) by|kex_exchange_identification|Session open refused")
+
+
+def transient(code: int, stderr: str) -> bool:
+    """An SSH connection dropped before any work (e.g. sshd's MaxStartups under load): worth a retry."""
+    return code in (12, 255) and bool(_TRANSIENT.search(stderr))
 
 
 def error_message(code: int, stderr: str) -> str:

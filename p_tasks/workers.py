@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import random
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from .target import Target, parse
 CONNECT_TIMEOUT = 10
 CONTROL_PERSIST = "60s"
 QUICK_TIMEOUT = 3
+RETRY_DELAYS = (0.3, 0.8, 1.5, 3.0)  # for connections dropped before any work (sshd MaxStartups, …)
 
 
 @dataclass
@@ -200,11 +203,15 @@ class SshWorker(Worker):
     def run_script(self, script: str, quick: bool = False) -> ScriptResult:
         if quick:
             return self._run_openssh(script)
-        try:
-            return exec_with_stdin(self.connect(), "sh -s", script.encode())
-        except Exception as exc:  # noqa: BLE001 - translated into one line below
-            self.close()
-            raise WorkerUnreachable(self.name, describe_ssh_error(exc, self.params)) from None
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return exec_with_stdin(self.connect(), "sh -s", script.encode())
+            except Exception as exc:  # noqa: BLE001 - translated into one line below
+                self.close()
+                if delay is None or not is_transient(exc):
+                    raise WorkerUnreachable(self.name, describe_ssh_error(exc, self.params)) from None
+            time.sleep(delay * (0.5 + random.random()))
+        raise AssertionError("unreachable")
 
     def _run_openssh(self, script: str) -> ScriptResult:
         """The same call through OpenSSH (shares the ControlMaster), bounded by QUICK_TIMEOUT."""
@@ -283,6 +290,18 @@ def build_connection(params: SshParams, name: str):
         if os.path.exists(known):
             conn.client.get_host_keys().load(known)
     return conn
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Dropped during the handshake (sshd's MaxStartups, a restarting sshd): worth a retry."""
+    import paramiko
+
+    if isinstance(exc, (ConnectionResetError, EOFError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, paramiko.SSHException) and (
+        "protocol banner" in text or "reset" in text.lower() or "Connection closed" in text
+    )
 
 
 def describe_ssh_error(exc: BaseException, params: SshParams) -> str:
