@@ -44,6 +44,13 @@ def attach(worker: Worker, job: Job, store: Store) -> int:
         raise lost(worker, job) from None
     if rc == 255 and job.status == RUNNING:
         raise lost(worker, job)
+    if rc != 0 and job.status == RUNNING:
+        # tmux (or the agent) refused to attach, e.g. a TERM the worker has no terminfo for: its own
+        # message is on the screen already. Not a detach, which tmux ends with status 0.
+        raise PError(
+            f"could not attach to job {job.short_id} on {worker.name} (attach exited {rc}); "
+            f"it keeps running; retry with `p attach {job.short_id}` or see `p logs -f {job.short_id}`"
+        )
     return conclude(job)
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from . import agent, attach, config
-from .exceptions import AgentError, SyncError, UsageError, WorkerUnfit
+from .exceptions import PError, SyncError, UsageError, WorkerUnfit
 from .job import FAILED, RUNNING, Job, new_id
 from .store import Store
 from .workers import RETRY_DELAYS, Worker, open_worker
@@ -80,17 +80,20 @@ def submit(ctx, argv: list[str], worker_name: str | None, no_sync: bool, detach:
 
 
 def start(ctx, worker: Worker, job: Job, store: Store) -> Job:
+    """Check the worker, sync, start. The record exists (`starting`) before anything lands on the
+    worker, so a p killed at any step leaves a record that `p ls` reconciles and `p prune` cleans."""
     hello = agent.call(worker, "hello").fields()
     check_worker(worker, hello, need_rsync=job.synced)
-    if job.synced:
-        upload(ctx, worker, job)
-    store.save(job)  # status "starting": never a job on the worker that the store does not know
-    mode, body = payload(job.argv)
-    workdir = "sync" if job.synced else "home"
+    store.save(job)
     try:
+        if job.synced:
+            upload(ctx, worker, job)
+        mode, body = payload(job.argv)
+        workdir = "sync" if job.synced else "home"
         reply = agent.call(worker, "start", job.id, job.worker, job.cwd, workdir, mode, job.command, body)
-    except AgentError as exc:
-        job.status, job.reason = FAILED, exc.message
+    except (PError, KeyboardInterrupt) as exc:
+        job.status = FAILED
+        job.reason = getattr(exc, "message", "interrupted before the job started")
         store.save(job)
         raise
     fields = reply.fields()
