@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import agent, attach, config
 from .exceptions import PError, SyncError, UsageError, WorkerUnfit
-from .job import FAILED, RUNNING, Job, new_id
+from .job import FAILED, RUNNING, UNKNOWN, Job, new_id
 from .store import Store
 from .workers import RETRY_DELAYS, Worker, open_worker
 
@@ -90,13 +90,17 @@ def start(ctx, worker: Worker, job: Job, store: Store) -> Job:
             upload(ctx, worker, job)
         mode, body = payload(job.argv)
         workdir = "sync" if job.synced else "home"
+        job.reason = "starting"
         reply = agent.call(worker, "start", job.id, job.worker, job.cwd, workdir, mode, job.command, body)
     except (PError, KeyboardInterrupt) as exc:
-        job.status = FAILED
-        job.reason = getattr(exc, "message", "interrupted before the job started")
+        # Interrupted while `start` ran: the job may be running; `unknown` makes p ls ask the worker.
+        interrupted_start = isinstance(exc, KeyboardInterrupt) and job.reason == "starting"
+        job.status = UNKNOWN if interrupted_start else FAILED
+        job.reason = getattr(exc, "message", "interrupted")
         store.save(job)
         raise
     fields = reply.fields()
+    job.reason = None
     job.status, job.started_at = RUNNING, float(fields.get("started_at", 0)) or None
     store.save(job)
     return job
