@@ -19,7 +19,7 @@ from . import paths
 from .job import RUNNING, Job, RemoteState, apply_remote
 from .store import Store
 
-WAIT_SECONDS = 30
+WAIT_SECONDS = 5  # also how soon a job started meanwhile joins the wait
 
 
 def lock_path(worker: str) -> Path:

@@ -158,7 +158,7 @@ class LocalWorker(Worker):
         return ["sh", str(Path.home() / ".p/bin/p-agent"), *words]
 
     def rsync_dest(self, path: str) -> tuple[str, list[str] | None]:
-        return str(Path.home() / path), None
+        return os.path.join(str(Path.home()), path), None  # keeps the trailing "/" rsync needs
 
 
 class SshWorker(Worker):
@@ -194,7 +194,8 @@ class SshWorker(Worker):
     def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
         # Only safe words reach the login shell: verbs, UUIDs, numbers. ssh starts in $HOME.
         remote = shlex.join(["sh", ".p/bin/p-agent", *words])
-        return ["ssh", "-t" if tty else "-T", *self.ssh_options(), "--", self.target.host, remote]
+        quiet = ["-o", "LogLevel=ERROR"] if tty else []  # no "Shared connection … closed." on screen
+        return ["ssh", "-t" if tty else "-T", *self.ssh_options(), *quiet, "--", self.target.host, remote]
 
     def rsync_dest(self, path: str) -> tuple[str, list[str] | None]:
         host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
