@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 from . import agent
 from .exceptions import AgentError, PError, UsageError
@@ -22,7 +23,7 @@ def pull(prefix: str, remote_path: str, local_dest: str | None) -> str:
         except AgentError as exc:
             raise UsageError(f"cannot pull '{remote_path}' from job {job.short_id}: {exc.detail}") from None
         dest = Path(local_dest or os.path.basename(remote_path.rstrip("/")) or "pulled")
-        src, rsh = worker.rsync_dest(facts["path"])
+        src, rsh = worker.rsync_dest(os.fsdecode(unquote_to_bytes(facts["path"])))
         argv = pull_argv(src, str(dest), rsh, facts.get("kind") == "dir")
         done = subprocess.run(argv, capture_output=True, text=True, errors="replace", check=False)
         if done.returncode not in (0, 24):

@@ -497,7 +497,7 @@ def test_unusable_shell_falls_back_to_sh(agent: Agent):
 
 def test_status_without_tmux_server(agent: Agent):
     missing = str(uuid.uuid4())
-    assert agent.status(missing) == [[missing, "missing", "-", "-", "-"]]
+    assert agent.status(missing) == [[missing, "missing", "-", "-", "-", "closed"]]
 
 
 def test_status_states(agent: Agent):
@@ -511,10 +511,10 @@ def test_status_states(agent: Agent):
     started = {j: (agent.job_dir(j) / "started_at").read_text().strip() for j in (running, done, vanished)}
     ended = (agent.job_dir(done) / "ended_at").read_text().strip()
     assert rows == [
-        [running, "running", "-", started[running], "-"],
-        [done, "done", "7", started[done], ended],
-        [vanished, "vanished", "-", started[vanished], "-"],
-        [missing, "missing", "-", "-", "-"],
+        [running, "running", "-", started[running], "-", "open"],
+        [done, "done", "7", started[done], ended, "open"],
+        [vanished, "vanished", "-", started[vanished], "-", "closed"],
+        [missing, "missing", "-", "-", "-", "closed"],
     ]
 
 
