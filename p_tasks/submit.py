@@ -91,7 +91,8 @@ def start(ctx, worker: Worker, job: Job, store: Store) -> Job:
         mode, body = payload(job.argv)
         workdir = "sync" if job.synced else "home"
         job.reason = "starting"
-        reply = agent.call(worker, "start", job.id, job.worker, job.cwd, workdir, mode, job.command, body)
+        reply = agent.call(worker, "start", job.id, job.worker, job.cwd, workdir, mode, job.command, body,
+                           start_size())
     except (PError, KeyboardInterrupt) as exc:
         # Interrupted while `start` ran: the job may be running; `unknown` makes p ls ask the worker.
         interrupted_start = isinstance(exc, KeyboardInterrupt) and job.reason == "starting"
@@ -104,6 +105,14 @@ def start(ctx, worker: Worker, job: Job, store: Store) -> Job:
     job.status, job.started_at = RUNNING, float(fields.get("started_at", 0)) or None
     store.save(job)
     return job
+
+
+def start_size() -> str:
+    """COLSxROWS the job starts with: this terminal's, less the status bar, when p will attach."""
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        size = shutil.get_terminal_size()
+        return f"{size.columns}x{max(1, size.lines - 1)}"
+    return "200x50"
 
 
 def upload(ctx, worker: Worker, job: Job) -> None:

@@ -251,6 +251,14 @@ def test_job_sees_terminal_size_and_resizes(target, term):
     finish(t, 130)
 
 
+def test_job_started_for_attach_sees_the_terminal_size_at_once(target, term):
+    """The session is created at the client's size, so a job reading it only at start is right."""
+    t = term(target.p("sh", "-c", 'echo "size:$(stty size)"; exit 0'), cols=100, rows=30)
+    screen = wait_banner(t, 0)
+    assert "size:29 100" in screen.splitlines(), screen
+    finish(t, 0)
+
+
 # -- 7. UTF-8 and TERM -----------------------------------------------------------------------------
 
 TEXT = "┌─┐ 漢字 é"

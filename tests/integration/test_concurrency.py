@@ -20,7 +20,8 @@ def test_twenty_detached_jobs_at_once(ssh_client_config, sshd, isolated_home, tm
     (tmp_path / "f.txt").write_text("x")
     monkeypatch.chdir(tmp_path)
     procs = [spawn("-d", "--", "sh", "-c", f"echo job{i}") for i in range(20)]
-    results = [(p.wait(timeout=120), p.stdout.read().decode().strip(), p.stderr.read().decode()) for p in procs]
+    results = [(p.wait(timeout=120), p.stdout.read().decode().strip(), p.stderr.read().decode())
+               for p in procs]
     assert all(rc == 0 for rc, _, _ in results), [err for rc, _, err in results if rc]
     ids = {out for _, out, _ in results}
     assert len(ids) == 20
@@ -47,6 +48,7 @@ def test_local_files_are_private(ssh_client_config, isolated_home, tmp_path, mon
     rc, out, err = run_p("-d", "--", "true")
     assert rc == 0, err
     job_id = out.decode().strip()
-    for path in (isolated_home / ".config/p/config.yaml", isolated_home / f".local/share/p/jobs/{job_id}.json"):
+    record = isolated_home / f".local/share/p/jobs/{job_id}.json"
+    for path in (isolated_home / ".config/p/config.yaml", record):
         assert os.stat(path).st_mode & 0o077 == 0, path
     assert json.loads((isolated_home / f".local/share/p/jobs/{job_id}.json").read_text())["id"] == job_id
