@@ -6,6 +6,7 @@ or unknown, so listing the running jobs never parses the finished ones.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,21 @@ class Store:
             marker.touch()
         else:
             marker.unlink(missing_ok=True)
+
+    def _latest_path(self, worker: str, cwd: str) -> Path:
+        key = hashlib.sha1(f"{worker}\0{cwd}".encode("utf-8", "surrogateescape")).hexdigest()
+        return self.root / "latest" / key
+
+    def latest_workdir(self, worker: str, cwd: str) -> str | None:
+        """The newest synced job from ``cwd`` on ``worker``: the delta base for the next sync."""
+        try:
+            job_id = self._latest_path(worker, cwd).read_text().strip()
+        except OSError:
+            return None
+        return job_id if UUID_RE.match(job_id) else None
+
+    def remember_workdir(self, job: Job) -> None:
+        paths.atomic_write(self._latest_path(job.worker, job.cwd), job.id.encode())
 
     def delete(self, job_id: str) -> None:
         (self.active_dir / job_id).unlink(missing_ok=True)

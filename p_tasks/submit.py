@@ -87,7 +87,8 @@ def start(ctx, worker: Worker, job: Job, store: Store) -> Job:
     store.save(job)
     try:
         if job.synced:
-            upload(ctx, worker, job)
+            upload(ctx, worker, job, store.latest_workdir(job.worker, job.cwd))
+            store.remember_workdir(job)
         mode, body = payload(job.argv)
         workdir = "sync" if job.synced else "home"
         job.reason = "starting"
@@ -115,14 +116,15 @@ def start_size() -> str:
     return "200x50"
 
 
-def upload(ctx, worker: Worker, job: Job) -> None:
+def upload(ctx, worker: Worker, job: Job, base: str | None = None) -> None:
+    """rsync the CWD into the job's fresh workdir; ``base``, an earlier job's workdir, makes it a delta."""
     from . import sync
 
     plan = sync.plan(Path.cwd())
     dest, rsh = worker.rsync_dest(f".p/workdirs/{job.id}/")
     for delay in (*RETRY_DELAYS, None):
         try:
-            sync.run(plan, dest, rsh, ctx)
+            sync.run(plan, dest, rsh, ctx, copy_dest=f"../{base}/" if base else None)
             return
         except SyncError as exc:
             if delay is None or not getattr(exc, "transient", False):

@@ -224,6 +224,7 @@ def rsync_argv(
     *,
     files_from: str = "-",
     secluded: bool = True,
+    copy_dest: str | None = None,
 ) -> list[str]:
     """The rsync command line sending ``plan`` to ``dest`` (a local path or rsync's ``host:path``).
 
@@ -236,6 +237,11 @@ def rsync_argv(
     """
     argv = ["rsync", "-a", "-r", "--no-owner", "--no-group", "--ignore-missing-args"]
     argv += ["--from0", f"--files-from={files_from}"]
+    if copy_dest:
+        # Delta into a fresh workdir: unchanged files are copied on the worker from an earlier
+        # workdir, not sent. A copy, never a hard link: a job rewriting a file in place must not
+        # change another job's workdir.
+        argv.append(f"--copy-dest={copy_dest}")
     if secluded:
         argv.append("-s")
         dest = _strip_remote_tilde(dest)
@@ -278,7 +284,13 @@ def _strip_remote_tilde(dest: str) -> str:
 
 
 def run(
-    plan: SyncPlan, dest: str, rsh: list[str] | None, ctx: Context, *, secluded: bool = True
+    plan: SyncPlan,
+    dest: str,
+    rsh: list[str] | None,
+    ctx: Context,
+    *,
+    secluded: bool = True,
+    copy_dest: str | None = None,
 ) -> None:
     """Send ``plan`` to ``dest`` with rsync run through ``ctx``; raise SyncError on failure.
 
@@ -290,7 +302,7 @@ def run(
     with tempfile.NamedTemporaryFile(prefix="p-sync-", suffix=".list") as f:
         f.write(plan.files_from)
         f.flush()
-        argv = rsync_argv(plan, dest, rsh, files_from=f.name, secluded=secluded)
+        argv = rsync_argv(plan, dest, rsh, files_from=f.name, secluded=secluded, copy_dest=copy_dest)
         log.debug("sync: %s", shlex.join(argv))
         result = ctx.run(shlex.join(argv), hide=True, warn=True, in_stream=False)
     if result.exited not in (0, 24):

@@ -144,3 +144,19 @@ def test_noisy_login_shell_does_not_corrupt_agent_replies(worker, sshd):
     assert rc == 1
     assert "the worker's shell prints output at login" in err.decode()
     assert err.decode().count("\n") == 1
+
+
+def test_delta_base_is_copied_not_linked(worker, sshd):
+    """Jobs from the same CWD share no inode: rewriting a file in place changes only that job's copy."""
+    (Path.cwd() / "big.bin").write_bytes(b"A" * 1_000_000)
+    first = run_p("-d", "--", "true")[1].decode().strip()
+    rewrite = "printf B >> big.bin; printf C | dd of=input.txt conv=notrunc 2>/dev/null"
+    rc, out, err = run_p("--debug", "--", "sh", "-c", rewrite)
+    assert rc == 0, err
+    assert f"--copy-dest=../{first}/" in err.decode()  # the delta base is the previous workdir
+    workdirs = sshd.worker_home / ".p/workdirs"
+    second = next(d for d in workdirs.iterdir() if d.name != first)
+    assert (workdirs / first / "big.bin").read_bytes() == b"A" * 1_000_000
+    assert (workdirs / first / "input.txt").read_text() == "payload\n"
+    assert (second / "big.bin").read_bytes() == b"A" * 1_000_000 + b"B"
+    assert (workdirs / first / "big.bin").stat().st_ino != (second / "big.bin").stat().st_ino
