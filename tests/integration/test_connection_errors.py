@@ -66,7 +66,15 @@ def test_blackhole_times_out_within_connect_timeout(ssh_client_config, isolated_
     listener.listen(8)
     port = listener.getsockname()[1]
     held = []
-    threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(4)], daemon=True).start()
+
+    def accept_and_hold():
+        try:
+            while True:
+                held.append(listener.accept())
+        except OSError:
+            pass  # closed at the end of the test
+
+    threading.Thread(target=accept_and_hold, daemon=True).start()
     with open(ssh_client_config.config, "a") as cfg:
         cfg.write(f"\nHost hole\n    HostName 127.0.0.1\n    Port {port}\n    ConnectTimeout 2\n")
     assert run_p("worker", "register", "hole", "--no-check")[0] == 0
