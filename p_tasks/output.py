@@ -31,7 +31,7 @@ def tilde(path: str, home: str | None = None) -> str:
 
 def columns(rows: list[list[str]], headers: list[str], flex: int | None = None, width: int = 0) -> str:
     """A docker-ps-like table; column ``flex`` is truncated so each line fits in ``width``."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     if flex is not None and width:
         spare = width - (sum(widths) + 2 * (len(widths) - 1))
         if spare < 0:

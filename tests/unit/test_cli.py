@@ -84,3 +84,11 @@ def test_usage_errors_are_one_line_exit_2(capsys, args, fragment):
 def test_version(capsys):
     code, out, _ = run_p(capsys, "--version")
     assert code == 0 and out.startswith("p 0.")
+
+
+def test_ls_with_no_jobs_prints_headers(capsys):
+    code, out, err = run_p(capsys, "ls")
+    assert code == 0 and out.split() == ["ID", "WORKER", "CWD", "COMMAND", "STATUS", "DURATION",
+                                         "--", "------", "---", "-------", "------", "--------"]
+    code, out, err = run_p(capsys, "ls", "--json")
+    assert (code, out.strip()) == (0, "[]")
