@@ -178,15 +178,17 @@ class SshWorker(Worker):
             self._params = resolve(self.target)
         return self._params
 
-    def ssh_options(self, batch: bool = True) -> list[str]:
-        """OpenSSH options shared by attach, log streams and rsync's `-e`."""
+    def ssh_options(self, batch: bool = True, connect_timeout: int | None = None) -> list[str]:
+        """OpenSSH options shared by attach, log streams and rsync's `-e` (OpenSSH keeps the first
+        value given for an option, so overrides must come through here, not after)."""
         control = paths.private_dir(paths.control_dir())
         suffix = hashlib.sha1(str(Path.home()).encode()).hexdigest()[:8]
         opts = config_args()
         opts += ["-o", f"ControlPath={control}/{suffix}-%C", "-o", "ControlMaster=auto"]
         opts += ["-o", f"ControlPersist={CONTROL_PERSIST}"]
         opts += ["-o", f"StrictHostKeyChecking={self.strict}", "-o", f"BatchMode={'yes' if batch else 'no'}"]
-        opts += ["-o", f"ConnectTimeout={self.params.connect_timeout}", "-o", "ServerAliveInterval=15"]
+        timeout = connect_timeout or self.params.connect_timeout
+        opts += ["-o", f"ConnectTimeout={timeout}", "-o", "ServerAliveInterval=15"]
         opts += ["-p", str(self.target.port)] if self.target.port else []
         opts += ["-l", self.target.user] if self.target.user else []
         return opts
@@ -216,13 +218,13 @@ class SshWorker(Worker):
 
     def _run_openssh(self, script: str) -> ScriptResult:
         """The same call through OpenSSH (shares the ControlMaster), bounded by QUICK_TIMEOUT."""
-        argv = ["ssh", "-T", *self.ssh_options(), "-o", f"ConnectTimeout={QUICK_TIMEOUT}"]
+        argv = ["ssh", "-T", *self.ssh_options(connect_timeout=QUICK_TIMEOUT)]
         argv += ["--", self.target.host, "sh -s"]
         try:
             done = subprocess.run(argv, input=script.encode(), capture_output=True,
-                                  timeout=QUICK_TIMEOUT + 2, check=False)
+                                  timeout=QUICK_TIMEOUT + 1, check=False)
         except subprocess.TimeoutExpired:
-            raise WorkerUnreachable(self.name, f"no answer within {QUICK_TIMEOUT + 2}s") from None
+            raise WorkerUnreachable(self.name, f"no answer within {QUICK_TIMEOUT + 1}s") from None
         stderr = done.stderr.decode("utf-8", "replace")
         if done.returncode == 255:
             lines = [ln for ln in stderr.splitlines() if ln.strip()]

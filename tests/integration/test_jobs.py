@@ -179,7 +179,7 @@ def test_down_worker_does_not_slow_ls_beyond_timeout(ssh_client_config, isolated
     rc, out, err = run_p("ls")
     elapsed = time.monotonic() - started
     assert rc == 0 and "unknown" in out.decode() and "hole" in err.decode()
-    assert elapsed < 3 + 2 + 1.5, elapsed
+    assert elapsed < 3 + 1.5, elapsed  # the 3 s connect timeout + 1 s, + interpreter start
     hole.close()
 
 
