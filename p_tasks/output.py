@@ -48,8 +48,10 @@ def _fit(text: str, width: int) -> str:
 
 def job_table(jobs: list[Job], width: int, color: bool = False, now: float | None = None) -> str:
     now = now or time.time()
+    home = str(Path.home())
     rows = [
-        [j.short_id, j.worker, tilde(j.cwd), j.command, j.status_text(), duration(j, now)] for j in jobs
+        [j.short_id, j.worker, tilde(j.cwd, home), j.command, j.status_text(), duration(j, now)]
+        for j in jobs
     ]
     text = columns(rows, ["ID", "WORKER", "CWD", "COMMAND", "STATUS", "DURATION"], flex=3, width=width)
     if not color:
