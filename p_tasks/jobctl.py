@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 
@@ -42,11 +43,13 @@ def show_logs(prefix: str, follow: bool, tail: int | None) -> int:
         raise UsageError("--tail needs a number of lines >= 0")
     job, worker, store = open_job(prefix)
     try:
-        if tail is not None:
-            pump(worker.process_argv(["tail", job.id, str(tail)]), sys.stdout.buffer)
-            return 0
-        if not follow:
-            pump(worker.process_argv(["follow", job.id, "0", "0"]), sys.stdout.buffer)
+        if tail is not None or not follow:
+            # ssh (or the local agent) writes straight to our stdout: no Python in the byte path.
+            words = ["tail", job.id, str(tail)] if tail is not None else ["follow", job.id, "0", "0"]
+            sys.stdout.flush()
+            done = subprocess.run(worker.process_argv(words), stdin=subprocess.DEVNULL, check=False)
+            if done.returncode:
+                raise PError(f"reading the log of job {job.short_id} on {worker.name} failed")
             return 0
         return follow_log(worker, job, store)
     finally:
