@@ -16,7 +16,7 @@ from .job import DONE, RUNNING, Job, RemoteState, apply_remote
 from .store import Store
 from .workers import Worker
 
-CHUNK = 1 << 16
+CHUNK = 1 << 20
 
 
 def refresh(worker: Worker, job: Job, store: Store) -> RemoteState | None:
@@ -79,7 +79,7 @@ def lost(worker: Worker, job: Job) -> PError:
 
 def stream(worker: Worker, job: Job, store: Store) -> int:
     """Copy the job's output.log to stdout byte for byte until the job ends; return its exit code."""
-    offset = pump(worker.process_argv(["follow", job.id, "0", "1"]), sys.stdout.buffer)
+    offset = pump(worker.process_argv(["follow", job.id, "0", "1"]), worker.stream_marker)
     refresh(worker, job, store)
     if job.status == RUNNING:
         raise PError(
@@ -89,12 +89,37 @@ def stream(worker: Worker, job: Job, store: Store) -> int:
     return job.exit_code if job.status == DONE and job.exit_code is not None else 1
 
 
-def pump(argv: list[str], out) -> int:
-    """Run ``argv`` and copy its stdout to ``out`` unchanged; return the number of bytes copied."""
-    copied = 0
+def pump(argv: list[str], marker: str | None = None) -> int:
+    """Run ``argv`` and copy its stdout to ours unchanged; return the number of bytes copied.
+
+    With ``marker``, everything up to and including the line ``marker`` is dropped first: what a
+    worker's login shell printed at start-up is not the job's output.
+    """
+    sys.stdout.flush()
+    out = sys.stdout.fileno()
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
-        while chunk := proc.stdout.read1(CHUNK) if hasattr(proc.stdout, "read1") else b"":
-            out.write(chunk)
-            out.flush()
-            copied += len(chunk)
+        source = proc.stdout.fileno()
+        first = skip_marker(source, marker.encode() + b"\n") if marker else b""
+        copied = write_all(out, first)
+        while chunk := os.read(source, CHUNK):
+            copied += write_all(out, chunk)
     return copied
+
+
+def skip_marker(source: int, needle: bytes) -> bytes:
+    """Read until ``needle``; return what follows it (b"" if the stream ended first)."""
+    pending = b""
+    while chunk := os.read(source, CHUNK):
+        pending += chunk
+        index = pending.find(needle)
+        if index >= 0:
+            return pending[index + len(needle) :]
+        pending = pending[-len(needle) :]
+    return b""
+
+
+def write_all(fd: int, data: bytes) -> int:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)

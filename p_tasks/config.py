@@ -38,6 +38,7 @@ class Config:
     default_worker: str | None = None
     path: Path = field(default_factory=paths.config_file)
     on_finish: str | None = None  # local command run when a job's end is noticed (see hooks.py)
+    sync_warn_mb: float | None = None  # ask before a sync bigger than this (default 100; 0: never ask)
 
     def find(self, name: str) -> WorkerEntry | None:
         return next((w for w in self.workers if w.name == name), None)
@@ -61,6 +62,8 @@ class Config:
         data["workers"] = [{"name": w.name, "connection": w.connection} for w in self.workers]
         if self.on_finish:
             data["on_finish"] = self.on_finish
+        if self.sync_warn_mb is not None:
+            data["sync_warn_mb"] = self.sync_warn_mb
         return yaml.dump(data, Dumper=_IndentedDumper, sort_keys=False).encode()
 
 
@@ -108,8 +111,11 @@ def parse(text: str, path: Path) -> Config:
     on_finish = data.get("on_finish")
     if on_finish is not None and not isinstance(on_finish, str):
         raise ConfigError(f"config file {path}: 'on_finish' must be a command line (a string)")
+    warn = data.get("sync_warn_mb")
+    if warn is not None and (isinstance(warn, bool) or not isinstance(warn, (int, float)) or warn < 0):
+        raise ConfigError(f"config file {path}: 'sync_warn_mb' must be a number of megabytes (0: never ask)")
     workers = _parse_workers(data.get("workers") or [], path)
-    return Config(workers, _parse_default(data, path), path, on_finish)
+    return Config(workers, _parse_default(data, path), path, on_finish, warn)
 
 
 def _parse_workers(items: object, path: Path) -> list[WorkerEntry]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 
@@ -43,13 +42,10 @@ def show_logs(prefix: str, follow: bool, tail: int | None) -> int:
         raise UsageError("--tail needs a number of lines >= 0")
     job, worker, store = open_job(prefix)
     try:
+        refresh(worker, job, store)  # a checked agent call first: installs or repairs the agent
         if tail is not None or not follow:
-            # ssh (or the local agent) writes straight to our stdout: no Python in the byte path.
             words = ["tail", job.id, str(tail)] if tail is not None else ["follow", job.id, "0", "0"]
-            sys.stdout.flush()
-            done = subprocess.run(worker.process_argv(words), stdin=subprocess.DEVNULL, check=False)
-            if done.returncode:
-                raise PError(f"reading the log of job {job.short_id} on {worker.name} failed")
+            pump(worker.process_argv(words), worker.stream_marker)
             return 0
         return follow_log(worker, job, store)
     finally:
@@ -60,7 +56,7 @@ def follow_log(worker: Worker, job: Job, store: Store) -> int:
     """Print the log until the job ends; after a dropped connection resume at the byte reached."""
     offset, tries = 0, 0
     while True:
-        offset += pump(worker.process_argv(["follow", job.id, str(offset), "1"]), sys.stdout.buffer)
+        offset += pump(worker.process_argv(["follow", job.id, str(offset), "1"]), worker.stream_marker)
         try:
             refresh(worker, job, store)
         except WorkerUnreachable:

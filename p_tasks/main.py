@@ -24,9 +24,10 @@ HELP = f"""\
 {USAGE}
        p <subcommand> [options]          (p <subcommand> --help for details)
 
-Run <command> on a worker: sync the current directory (respecting .gitignore, .git/ included) into a
-fresh ~/.p/workdirs/<job-id>/, start it in tmux there and attach this terminal. Ctrl+B D detaches; the
-job keeps running. Without a registered worker, jobs run on the built-in worker `local` (this machine).
+Run <command> on a worker: sync the current directory (respecting .gitignore and .pignore, .git/
+included) into a fresh ~/.p/workdirs/<job-id>/, start it in tmux there and attach this terminal.
+Ctrl+B D detaches; the job keeps running. Without a registered worker, jobs run on the built-in
+worker `local` (this machine).
 
 Everything after `--` is run exactly as given: each argument keeps its bytes and no shell on the way
 expands it. A single argument is a shell command line, run by the worker's login shell:
@@ -36,6 +37,11 @@ expands it. A single argument is a shell command line, run by the worker's login
 Run options:
   -n, --no-sync     do not sync; run in the worker user's home directory
   -d, --detach      start the job, print its id and return (no attach)
+  -y, --yes         send a sync bigger than sync_warn_mb (config.yaml, default 100) without asking
+  --dry-run         print what would be sent (files, size, the largest paths); start nothing
+  --no-gitignore    send what .gitignore excludes too, for this run (.pignore still applies)
+A .pignore file (gitignore syntax, in any directory) leaves out what the worker does not need, and
+brings back with `!` what .gitignore excludes: `data/`, `!.env`.
 When stdin or stdout is not a terminal (scripts, CI), p streams the job's output and exits with its code.
 
 Subcommands:
@@ -47,7 +53,8 @@ Other options:
   --debug                     log what p does on stderr
 """
 
-RUN_FLAGS = {"-n": "--no-sync", "--no-sync": "--no-sync", "-d": "--detach", "--detach": "--detach"}
+RUN_FLAGS = {"-n": "--no-sync", "--no-sync": "--no-sync", "-d": "--detach", "--detach": "--detach",
+             "-y": "--yes", "--yes": "--yes", "--dry-run": "--dry-run", "--no-gitignore": "--no-gitignore"}
 
 
 class PProgram(Program):
@@ -160,6 +167,12 @@ class PProgram(Program):
         self.exit_code = code
 
     def _run(self, argv: list[str]) -> None:
+        if argv[1:2] == ["__complete"]:  # the shell completion scripts' hidden entry: never an error
+            from .completion import complete
+
+            lines = complete(argv[2:], self.namespace)
+            print("\n".join(lines), end="\n" if lines else "")
+            return
         self.create_config()
         self.job_argv: list[str] | None = None
         self.collection = self.namespace
@@ -246,10 +259,24 @@ def _split_dashdash(args: list[str]) -> tuple[list[str], list[str] | None]:
     return args[:index], args[index + 1 :]
 
 
-def make_program() -> PProgram:
-    from . import ns
+def program_namespace():
+    """The Collection `p` runs: ``p_tasks.ns`` plus `completion`, which is for the `p` command only."""
+    from invoke import Collection
 
-    return PProgram(name="p", binary="p", namespace=ns, version=__version__)
+    from . import ns
+    from .tasks.shell import completion
+
+    root = Collection()
+    for name, task in ns.tasks.items():
+        root.add_task(task, name=name)
+    for name, sub in ns.collections.items():
+        root.add_collection(sub, name=name)
+    root.add_task(completion)
+    return root
+
+
+def make_program() -> PProgram:
+    return PProgram(name="p", binary="p", namespace=program_namespace(), version=__version__)
 
 
 def main() -> None:

@@ -95,10 +95,33 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
-def worker_table(cfg) -> str:
+def worker_table(healths: list) -> str:
+    """`p worker ls`: name, connection, default; with the probe's results (`-c`), the worker's facts,
+    and below the table one line per worker that is not ok, saying why."""
+    checked = any(h.checked for h in healths)
+    rows = [[h.name, _connection(h), "*" if h.default else "", *(_facts(h) if checked else [])]
+            for h in healths]
+    headers = ["NAME", "CONNECTION", "DEFAULT"]
+    if checked:
+        headers += ["STATE", "AGENT", "ARCH", "OS", "TMUX", "RSYNC", "PYTHON3", "FREE", "JOBS"]
+    notes = [f"{h.name}: {h.error or h.problem}" for h in healths if h.error or h.problem]
+    return "\n".join([table(rows, headers), *notes])
+
+
+def _connection(health) -> str:
     from .config import LOCAL
 
-    rows = [[w.name, w.connection, "*" if w.name == cfg.default else ""] for w in cfg.workers]
-    if not cfg.find(LOCAL):
-        rows.insert(0, [LOCAL, "(this machine, built in)", "*" if cfg.default == LOCAL else ""])
-    return table(rows, ["NAME", "CONNECTION", "DEFAULT"])
+    return "(this machine, built in)" if health.name == LOCAL == health.connection else health.connection
+
+
+def _facts(health) -> list[str]:
+    from .jobctl import human_kb
+    from .probe import arch_text
+
+    if not health.reachable:
+        return [health.state, *["-"] * 8]
+    python3 = {True: "yes", False: "no"}.get(health.python3, "-")
+    free = "-" if health.free_kb is None else human_kb(health.free_kb)
+    jobs = "-" if health.jobs_running is None else str(health.jobs_running)
+    return [health.state, health.agent_version or "-", arch_text(health.arch, health.arch_raw),
+            health.os or "-", health.tmux or "-", health.rsync or "-", python3, free, jobs]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
@@ -23,7 +24,12 @@ def pull(prefix: str, remote_path: str, local_dest: str | None) -> str:
         except AgentError as exc:
             raise UsageError(f"cannot pull '{remote_path}' from job {job.short_id}: {exc.detail}") from None
         dest = Path(local_dest or os.path.basename(remote_path.rstrip("/")) or "pulled")
-        src, rsh = worker.rsync_dest(os.fsdecode(unquote_to_bytes(facts["path"])))
+        path = os.fsdecode(unquote_to_bytes(facts["path"]))
+        src, rsh = worker.rsync_dest(path)
+        if rsh and re.search(r"[*?\[]", path):
+            # the remote rsync still expands wildcards in a source path, even with -s; a backslash
+            # escapes only in a path that has wildcards
+            src, rsh = worker.rsync_dest(re.sub(r"([*?\[\\])", r"\\\1", path))
         argv = pull_argv(src, str(dest), rsh, facts.get("kind") == "dir")
         done = subprocess.run(argv, capture_output=True, text=True, errors="replace", check=False)
         if done.returncode not in (0, 24):

@@ -8,10 +8,12 @@ import sys
 from . import agent, config
 from .config import LOCAL, WorkerEntry
 from .exceptions import UsageError, WorkerUnreachable
+from .probe import summary
 from .submit import check_worker
 from .target import parse
 from .workers import SshWorker
 
+REGISTER_NO_SYNC_HINT = "register it with --no-check and run only `p -n` jobs there"
 RESERVED = frozenset({"run", "ls", "attach", "logs", "stop", "pull", "rm", "prune", "worker", "help", LOCAL})
 
 
@@ -47,8 +49,8 @@ def probe(worker: SshWorker, accept_new: bool) -> str:
         hello = agent.call(worker, "hello").fields()
     finally:
         worker.close()
-    check_worker(worker, hello, need_rsync=True)
-    return f": {hello.get('arch', '?')}, tmux {hello.get('tmux')}, rsync {hello.get('rsync')}"
+    check_worker(worker, hello, need_rsync=True, no_sync_hint=REGISTER_NO_SYNC_HINT)
+    return f": {summary(hello)}"
 
 
 def confirm_host_key(worker: SshWorker, accept_new: bool) -> bool:

@@ -7,13 +7,16 @@ import re
 import shlex
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
-from . import agent, attach, config
+from . import agent, attach, config, sizes, sync
 from .exceptions import PError, SyncError, UsageError, WorkerUnfit
 from .job import FAILED, RUNNING, UNKNOWN, Job, new_id
+from .progress import Progress, rsync_has_progress2
 from .store import Store
+from .sync import SyncPlan
 from .workers import RETRY_DELAYS, Worker, open_worker
 
 
@@ -33,7 +36,14 @@ def tmux_version(text: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def check_worker(worker: Worker, hello: dict[str, str], need_rsync: bool) -> None:
+NO_SYNC_HINT = "run without syncing: p -n -- <command>"
+
+
+def check_worker(
+    worker: Worker, hello: dict[str, str], need_rsync: bool, no_sync_hint: str = NO_SYNC_HINT
+) -> None:
+    """Raise WorkerUnfit (one line: what is wrong on which worker, and the fix) unless it can run jobs.
+    ``no_sync_hint`` ends the rsync messages: how to do without rsync where the caller is."""
     where = f"worker '{worker.name}'"
     tmux = hello.get("tmux", "missing")
     if tmux == "missing":
@@ -46,26 +56,39 @@ def check_worker(worker: Worker, hello: dict[str, str], need_rsync: bool) -> Non
     if need_rsync and hello.get("rsync") == "unknown":
         raise WorkerUnfit(
             f"rsync on {where} does not run (`rsync --version` failed); repair it there "
-            "or run without syncing: p -n -- <command>"
+            f"or {no_sync_hint}"
         )
     if need_rsync and hello.get("rsync", "missing") == "missing":
         raise WorkerUnfit(
             f"rsync is not installed on {where}; install it there (e.g. apt-get install rsync) "
-            "or run without syncing: p -n -- <command>"
+            f"or {no_sync_hint}"
         )
     if need_rsync and shutil.which("rsync") is None:
         raise WorkerUnfit("rsync is not installed on this machine; install it (e.g. apt-get install rsync)")
 
 
-def submit(ctx, argv: list[str], worker_name: str | None, no_sync: bool, detach: bool) -> int:
+def submit(
+    ctx, argv: list[str], worker_name: str | None, no_sync: bool, detach: bool, *,
+    yes: bool = False, dry_run: bool = False, gitignore: bool = True,
+) -> int:
+    """The whole `p -- cmd` path. What would be sent is computed (and a big sync confirmed, see
+    sizes.guard) before the worker is contacted; ``dry_run`` stops right there."""
     if not argv:
         raise UsageError("nothing to run after `--`; usage: p [<worker>] -- <command> [<arg>...]")
     cfg = config.load()
     entry = cfg.get(worker_name or cfg.default)
+    plan = None if no_sync else sync_plan(gitignore)
+    if dry_run:
+        home = f"would run in the home directory of worker '{entry.name}' (-n), nothing to send"
+        print(sizes.dry_run_text(plan, entry.name) if plan else f"{home}; nothing started")
+        return 0
+    if plan is not None:
+        sizes.guard(plan, entry.name, cfg.sync_warn_mb, yes)
     worker = open_worker(entry)
     store = Store()
     try:
-        job = start(ctx, worker, Job(new_id(), entry.name, str(Path.cwd()), argv, synced=not no_sync), store)
+        job = Job(new_id(), entry.name, str(Path.cwd()), argv, synced=not no_sync)
+        job = start(ctx, worker, job, store, plan)
         if detach:
             from .watch import ensure_watcher
 
@@ -79,15 +102,18 @@ def submit(ctx, argv: list[str], worker_name: str | None, no_sync: bool, detach:
         worker.close()
 
 
-def start(ctx, worker: Worker, job: Job, store: Store) -> Job:
+def start(ctx, worker: Worker, job: Job, store: Store, plan: SyncPlan | None = None) -> Job:
     """Check the worker, sync, start. The record exists (`starting`) before anything lands on the
     worker, so a p killed at any step leaves a record that `p ls` reconciles and `p prune` cleans."""
+    warming = threading.Thread(target=worker.warm, daemon=True)  # OpenSSH master, alongside hello
+    warming.start()
     hello = agent.call(worker, "hello").fields()
     check_worker(worker, hello, need_rsync=job.synced)
+    warming.join()
     store.save(job)
     try:
         if job.synced:
-            upload(ctx, worker, job, store.latest_workdir(job.worker, job.cwd))
+            upload(ctx, worker, job, store.latest_workdir(job.worker, job.cwd), plan)
             store.remember_workdir(job)
         mode, body = payload(job.argv)
         workdir = "sync" if job.synced else "home"
@@ -116,18 +142,27 @@ def start_size() -> str:
     return "200x50"
 
 
-def upload(ctx, worker: Worker, job: Job, base: str | None = None) -> None:
-    """rsync the CWD into the job's fresh workdir; ``base``, an earlier job's workdir, makes it a delta."""
-    from . import sync
+def sync_plan(gitignore: bool = True) -> SyncPlan:
+    """What a sync of the CWD sends (git's view, .pignore applied; all but .pignore's without gitignore)."""
+    return sync.plan(Path.cwd(), gitignore=gitignore)
 
-    plan = sync.plan(Path.cwd())
+
+def upload(
+    ctx, worker: Worker, job: Job, base: str | None = None, plan: SyncPlan | None = None
+) -> None:
+    """rsync the CWD into the job's fresh workdir; ``base``, an earlier job's workdir, makes it a delta.
+    On a terminal, a sync of more than about a second shows its progress on stderr."""
+    plan = plan or sync_plan()
     dest, rsh = worker.rsync_dest(f".p/workdirs/{job.id}/")
+    shown = Progress(plan.nbytes) if sys.stderr.isatty() and rsync_has_progress2() else None
     for delay in (*RETRY_DELAYS, None):
         try:
-            sync.run(plan, dest, rsh, ctx, copy_dest=f"../{base}/" if base else None)
+            sync.run(plan, dest, rsh, ctx, copy_dest=f"../{base}/" if base else None, progress=shown)
             return
         except SyncError as exc:
             if delay is None or not getattr(exc, "transient", False):
                 why = exc.message
                 raise SyncError(f"sync to worker '{worker.name}' failed, no job started: {why}") from None
         time.sleep(delay * (0.5 + random.random()))
+        if shown:
+            shown.restart()

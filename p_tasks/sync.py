@@ -14,6 +14,16 @@ NUL-separated ``--files-from`` list (plus ``-r`` so that ``.git`` directories tr
   .gitignore with git's rules (``pathspec``); an ignored directory is not entered, as in git.
 * ``plain`` mode: the same walk found no .gitignore; everything is sent.
 
+Then ``.pignore`` files (gitignore syntax and semantics; one at the top, more in any directory) adjust
+that list for the worker: a path a .pignore excludes is not sent even if git tracks it (a ``.git``
+directory too: ``/.git/``), and a path .gitignore excluded is sent when a .pignore re-includes it with
+``!`` (``!.env``, ``!data/``: a directory brings everything below it). The deepest .pignore with a
+matching pattern decides, and in it the last matching pattern; once a directory is excluded nothing
+below it comes back. Only the .pignore files of the directory sent (and below) count, not a parent's.
+Git is asked for the ignored files (``git ls-files -oi``) only when some .pignore has a ``!``.
+``gitignore=False`` (``p --no-gitignore``) drops git's ignore rules for one run: every file is listed
+(.git included) and only .pignore excludes.
+
 In every mode only files and symlinks are listed, never directories, so directories that hold nothing
 sent (empty ones included) do not appear on the worker: the same tree a ``git clone`` would give.
 Symlinks are sent as symlinks (``-a``) and never followed. File names never reach a command line.
@@ -45,6 +55,8 @@ from .exceptions import SyncError
 if TYPE_CHECKING:
     from invoke import Context
 
+    from .progress import Progress
+
 log = logging.getLogger(__name__)
 
 # (directory relative to the walk's root, its parsed .gitignore), shallowest first.
@@ -62,8 +74,9 @@ class SyncPlan:
 
     ``files_from`` is rsync's ``--files-from`` input: NUL-terminated paths relative to ``src``, each
     written ``./name`` so that names starting with ``#`` or ``;`` are not read as comments. ``count``
-    counts the entries (a ``.git`` directory is one entry); ``nbytes`` sums the sizes of the listed
-    regular files (``.git`` not included).
+    counts the entries (a ``.git`` directory is one entry); ``nbytes`` sums the sizes of everything
+    sent (regular files, symlinks as their own size, ``.git`` directories whole); ``sizes`` holds
+    ``(entry, bytes, files)`` per entry, in ``files_from`` order, for the size report.
     """
 
     src: Path
@@ -71,30 +84,57 @@ class SyncPlan:
     files_from: bytes
     count: int
     nbytes: int = 0
+    sizes: tuple[tuple[bytes, int, int], ...] = ()
+    pignore: bool = False  # a .pignore took part
+    gitignore: bool = True  # git's ignore rules applied (False: --no-gitignore)
 
 
 # ---------------------------------------------------------------------------------------------------
 # plan: what to send
 
+PIGNORE = b".pignore"
+_EXCLUDE, _INCLUDE = "exclude", "include"
 
-def plan(src: Path) -> SyncPlan:
+
+def plan(src: Path, *, gitignore: bool = True) -> SyncPlan:
     """Compute the list of paths under ``src`` to send (see the module docstring for the rules)."""
     src = Path(os.path.abspath(src))
-    mode, entries = _collect(os.fsencode(src))
+    root = os.fsencode(src)
+    mode, entries = _collect(root, gitignore)
+    rules = _Pignore.find(root, entries)
+    if rules is not None:
+        ignored = _ignored_entries(root, mode) if gitignore and rules.negates else []
+        rules.read(p for p in ignored if os.path.basename(p) == PIGNORE)
+        entries = rules.apply(entries, ignored)
     entries = sorted(set(entries))
-    nbytes = sum(_size(os.path.join(os.fsencode(src), e)) for e in entries)
+    sizes = tuple((e, *_size(os.path.join(root, e))) for e in entries)
     files_from = b"".join(b"./" + e + b"\0" for e in entries)
-    return SyncPlan(src=src, mode=mode, files_from=files_from, count=len(entries), nbytes=nbytes)
+    return SyncPlan(src=src, mode=mode, files_from=files_from, count=len(entries),
+                    nbytes=sum(s[1] for s in sizes), sizes=sizes, pignore=rules is not None,
+                    gitignore=gitignore)
 
 
-def _collect(root: bytes) -> tuple[str, list[bytes]]:
+def _collect(root: bytes, gitignore: bool = True) -> tuple[str, list[bytes]]:
     """The mode and the entries (relative byte paths) of the directory ``root``."""
     prefix = _git_prefix(root)
     if prefix is None:
         entries: list[bytes] = []
-        used = _walk(root, b"", [], entries)
+        used = _walk(root, b"", [], entries, gitignore)
         return ("gitignore" if used else "plain"), entries
-    return "git", _git_entries(root, top=prefix == b"")
+    return "git", _git_entries(root, top=prefix == b"", gitignore=gitignore)
+
+
+def _ignored_entries(root: bytes, mode: str) -> list[bytes]:
+    """What git's ignore rules keep out of ``root`` (the files a .pignore ``!`` can bring back)."""
+    if mode != "git":
+        skipped: list[bytes] = []
+        _walk(root, b"", [], [], True, skipped)
+        return skipped
+    out = _git(root, "ls-files", "-z", "--others", "--ignored", "--exclude-standard")
+    if out is None:
+        raise SyncError(f"`git ls-files` failed in {os.fsdecode(root)}; run it there to see why")
+    names = dict.fromkeys(n.rstrip(b"/") for n in out.split(b"\0") if n)
+    return [e for name in names for e in _git_entry(root, name)]
 
 
 def _git(root: bytes, *args: str) -> bytes | None:
@@ -118,18 +158,19 @@ def _git_prefix(root: bytes) -> bytes | None:
     return out[len(b"true\n"):].rstrip(b"\n")
 
 
-def _git_entries(root: bytes, top: bool) -> list[bytes]:
+def _git_entries(root: bytes, top: bool, gitignore: bool = True) -> list[bytes]:
     """Git's view of ``root``: listed files that exist, nested repositories expanded, and .git."""
-    out = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    standard = ["--exclude-standard"] if gitignore else []
+    out = _git(root, "ls-files", "-z", "--cached", "--others", *standard)
     if out is None:
         raise SyncError(f"`git ls-files` failed in {os.fsdecode(root)}; run it there to see why")
     entries = [b".git"] if top and os.path.lexists(os.path.join(root, b".git")) else []
     for name in dict.fromkeys(n.rstrip(b"/") for n in out.split(b"\0") if n):
-        entries.extend(_git_entry(root, name))
+        entries.extend(_git_entry(root, name, gitignore))
     return entries
 
 
-def _git_entry(root: bytes, name: bytes) -> list[bytes]:
+def _git_entry(root: bytes, name: bytes, gitignore: bool = True) -> list[bytes]:
     """One ``ls-files`` name as entries: gone (deleted, sparse) → none; a repository → its view."""
     path = os.path.join(root, name)
     try:
@@ -140,14 +181,18 @@ def _git_entry(root: bytes, name: bytes) -> list[bytes]:
         return [name]
     if not os.path.lexists(os.path.join(path, b".git")):
         return []  # a tracked file turned directory: ls-files lists what is inside separately
-    return [os.path.join(name, e) for e in _collect(path)[1]]
+    return [os.path.join(name, e) for e in _collect(path, gitignore)[1]]
 
 
-def _walk(root: bytes, rel: bytes, rules: _Rules, out: list[bytes]) -> bool:
-    """Append to ``out`` the non-ignored files under ``root/rel``; True if anything was filtered
-    (a .gitignore read here or below, or a nested repository listed by git)."""
+def _walk(
+    root: bytes, rel: bytes, rules: _Rules, out: list[bytes], gitignore: bool = True,
+    skipped: list[bytes] | None = None,
+) -> bool:
+    """Append to ``out`` the non-ignored files under ``root/rel`` (and to ``skipped``, if given, the
+    ignored ones); True if anything was filtered (a .gitignore read here or below, or a nested
+    repository listed by git)."""
     here = os.path.join(root, rel) if rel else root
-    spec = _read_gitignore(os.path.join(here, b".gitignore"))
+    spec = _read_ignore_file(os.path.join(here, b".gitignore")) if gitignore else None
     if spec is not None:
         rules = [*rules, (rel, spec)]
     used = spec is not None
@@ -156,15 +201,18 @@ def _walk(root: bytes, rel: bytes, rules: _Rules, out: list[bytes]) -> bool:
         if name == b".git":
             out.append(path)  # a repository git could not read: send it whole
         elif _ignored(rules, path, is_dir):
-            continue
+            if skipped is not None and is_dir:
+                _walk(root, path, [], skipped, False)  # everything below an ignored directory
+            elif skipped is not None:
+                skipped.append(path)
         elif not is_dir:
             out.append(path)
         elif os.path.lexists(os.path.join(root, path, b".git")):
-            mode, entries = _collect(os.path.join(root, path))  # its own rules, as in git
+            mode, entries = _collect(os.path.join(root, path), gitignore)  # its own rules, as in git
             out.extend(os.path.join(path, e) for e in entries)
             used = used or mode != "plain"
         else:
-            used = _walk(root, path, rules, out) or used
+            used = _walk(root, path, rules, out, gitignore, skipped) or used
     return used
 
 
@@ -180,8 +228,9 @@ def _children(here: bytes, must: bool) -> list[tuple[bytes, bool]]:
         return []
 
 
-def _read_gitignore(path: bytes):
-    """The patterns of a .gitignore that is a regular file (git does not follow symlinks), or None."""
+def _read_ignore_file(path: bytes):
+    """The patterns of a .gitignore (or .pignore) that is a regular file (git does not follow
+    symlinks), or None."""
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             return None
@@ -205,12 +254,84 @@ def _ignored(rules: _Rules, path: bytes, is_dir: bool) -> bool:
     return False
 
 
-def _size(path: bytes) -> int:
+class _Pignore:
+    """The .pignore files of one tree, and their verdict on each path (see the module docstring)."""
+
+    def __init__(self, root: bytes) -> None:
+        self.root = root
+        self.specs: dict[bytes, Any] = {}  # directory (relative, b"" for the top) → its patterns
+        self.negates = False  # some pattern re-includes (`!`): the ignored files must be listed
+        self._dirs: dict[bytes, str | None] = {}
+
+    @classmethod
+    def find(cls, root: bytes, entries: list[bytes]) -> _Pignore | None:
+        """The rules of the .pignore files at the top and among ``entries``, None if there are none."""
+        rules = cls(root)
+        rules.read([PIGNORE, *(e for e in entries if os.path.basename(e) == PIGNORE)])
+        return rules if rules.specs else None
+
+    def read(self, names) -> None:
+        for name in names:
+            spec = _read_ignore_file(os.path.join(self.root, name))
+            if spec is not None:
+                self.specs[os.path.dirname(name)] = spec
+                self.negates = self.negates or any(p.include is False for p in spec.patterns)
+
+    def apply(self, entries: list[bytes], ignored: list[bytes]) -> list[bytes]:
+        """``entries`` minus what a .pignore excludes, plus the ``ignored`` paths it re-includes."""
+        kept = [e for e in entries if self.state(e, _is_dir(self.root, e)) != _EXCLUDE]
+        return kept + [e for e in ignored if self.state(e, _is_dir(self.root, e)) == _INCLUDE]
+
+    def state(self, path: bytes, is_dir: bool) -> str | None:
+        """Exclude if ``path`` or a directory above it is excluded, else include if it or a directory
+        above it is re-included, else None (git's verdict stands)."""
+        parent = os.path.dirname(path)
+        inherited = self._dir_state(parent) if parent else None
+        if inherited == _EXCLUDE:
+            return _EXCLUDE
+        return self._verdict(path, is_dir) or inherited
+
+    def _dir_state(self, path: bytes) -> str | None:
+        if path not in self._dirs:
+            self._dirs[path] = self.state(path, True)
+        return self._dirs[path]
+
+    def _verdict(self, path: bytes, is_dir: bool) -> str | None:
+        """The deepest .pignore with a pattern matching ``path`` decides, by its last such pattern."""
+        base = path
+        while base:
+            base = os.path.dirname(base)
+            spec = self.specs.get(base)
+            if spec is None:
+                continue
+            relpath = os.fsdecode(path[len(base) + 1:] if base else path) + ("/" if is_dir else "")
+            for pattern in reversed(spec.patterns):
+                if pattern.include is not None and pattern.match_file(relpath):
+                    return _EXCLUDE if pattern.include else _INCLUDE
+        return None
+
+
+def _is_dir(root: bytes, rel: bytes) -> bool:
+    """Entries are files and symlinks, except ``.git`` directories (sent whole)."""
+    return os.path.basename(rel) == b".git" and os.path.isdir(os.path.join(root, rel))
+
+
+def _size(path: bytes) -> tuple[int, int]:
+    """(bytes, files) of one entry: a file or symlink by lstat, a directory (``.git``) walked."""
     try:
         st = os.lstat(path)
     except OSError:
-        return 0
-    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+        return 0, 0
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size, 1
+    total, files = 0, 0
+    for here, dirs, names in os.walk(path):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(here, d))]:
+            try:
+                total, files = total + os.lstat(os.path.join(here, name)).st_size, files + 1
+            except OSError:
+                continue
+    return total, files
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -225,6 +346,7 @@ def rsync_argv(
     files_from: str = "-",
     secluded: bool = True,
     copy_dest: str | None = None,
+    progress: bool = False,
 ) -> list[str]:
     """The rsync command line sending ``plan`` to ``dest`` (a local path or rsync's ``host:path``).
 
@@ -234,9 +356,12 @@ def rsync_argv(
     remote paths travel inside the protocol, never through the remote shell. It needs rsync >= 3.0.0
     on the worker, and it stops the remote shell from expanding ``~``, so a leading ``~/`` in the
     remote path is dropped (ssh starts in the home directory, where a relative path begins).
+    ``progress`` adds ``--info=progress2`` (rsync >= 3.1): one running total on stdout.
     """
     argv = ["rsync", "-a", "-r", "--no-owner", "--no-group", "--ignore-missing-args"]
     argv += ["--from0", f"--files-from={files_from}"]
+    if progress:
+        argv.append("--info=progress2")
     if copy_dest:
         # Delta into a fresh workdir: unchanged files are copied on the worker from an earlier
         # workdir, not sent. A copy, never a hard link: a job rewriting a file in place must not
@@ -291,20 +416,28 @@ def run(
     *,
     secluded: bool = True,
     copy_dest: str | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Send ``plan`` to ``dest`` with rsync run through ``ctx``; raise SyncError on failure.
 
     The list goes through a temporary file: Invoke's ``in_stream`` is text, and the list is bytes.
     Exit 24 (a file vanished while being sent) counts as success. ``secluded``: see rsync_argv.
+    ``progress``: rsync's stdout goes there (see progress.py); its line is cleared at the end.
     """
     if shutil.which("rsync") is None:
         raise SyncError("rsync is not installed on this machine; install it (e.g. apt install rsync)")
     with tempfile.NamedTemporaryFile(prefix="p-sync-", suffix=".list") as f:
         f.write(plan.files_from)
         f.flush()
-        argv = rsync_argv(plan, dest, rsh, files_from=f.name, secluded=secluded, copy_dest=copy_dest)
+        argv = rsync_argv(plan, dest, rsh, files_from=f.name, secluded=secluded, copy_dest=copy_dest,
+                          progress=progress is not None)
         log.debug("sync: %s", shlex.join(argv))
-        result = ctx.run(shlex.join(argv), hide=True, warn=True, in_stream=False)
+        shown = {"hide": "err", "out_stream": progress} if progress else {"hide": True}
+        try:
+            result = ctx.run(shlex.join(argv), warn=True, in_stream=False, **shown)
+        finally:
+            if progress:
+                progress.clear()
     if result.exited not in (0, 24):
         error = SyncError(error_message(result.exited, result.stderr))
         error.transient = transient(result.exited, result.stderr)

@@ -31,6 +31,7 @@ from .target import Target, parse
 CONNECT_TIMEOUT = 10
 CONTROL_PERSIST = "60s"
 QUICK_TIMEOUT = 3
+STREAM_MARKER = "@@p-agent-stream@@"
 RETRY_DELAYS = (0.3, 0.8, 1.5, 3.0)  # for connections dropped before any work (sshd MaxStartups, …)
 
 
@@ -125,6 +126,7 @@ class Worker:
 
     name: str
     connection: str
+    stream_marker: str | None = None  # a byte stream from process_argv starts after this line
 
     def run_script(self, script: str, quick: bool = False) -> ScriptResult:
         """Run a sh script; ``quick`` means a short connect timeout and no Fabric import (for p ls)."""
@@ -135,6 +137,9 @@ class Worker:
 
     def rsync_dest(self, path: str) -> tuple[str, list[str] | None]:
         raise NotImplementedError
+
+    def warm(self) -> None:
+        """Prepare the data plane (an OpenSSH master) ahead of use; nothing to do for `local`."""
 
     def close(self) -> None:
         """Release connections (the OpenSSH master persists briefly on its own)."""
@@ -164,6 +169,8 @@ class LocalWorker(Worker):
 class SshWorker(Worker):
     """A worker reached over SSH."""
 
+    stream_marker = STREAM_MARKER
+
     def __init__(self, name: str, connection: str, strict: str = "yes") -> None:
         self.name = name
         self.connection = connection
@@ -178,13 +185,15 @@ class SshWorker(Worker):
             self._params = resolve(self.target)
         return self._params
 
-    def ssh_options(self, batch: bool = True, connect_timeout: int | None = None) -> list[str]:
+    def ssh_options(
+        self, batch: bool = True, connect_timeout: int | None = None, master: str = "auto"
+    ) -> list[str]:
         """OpenSSH options shared by attach, log streams and rsync's `-e` (OpenSSH keeps the first
         value given for an option, so overrides must come through here, not after)."""
         control = paths.private_dir(paths.control_dir())
         suffix = hashlib.sha1(str(Path.home()).encode()).hexdigest()[:8]
         opts = config_args()
-        opts += ["-o", f"ControlPath={control}/{suffix}-%C", "-o", "ControlMaster=auto"]
+        opts += ["-o", f"ControlPath={control}/{suffix}-%C", "-o", f"ControlMaster={master}"]
         opts += ["-o", f"ControlPersist={CONTROL_PERSIST}"]
         opts += ["-o", f"StrictHostKeyChecking={self.strict}", "-o", f"BatchMode={'yes' if batch else 'no'}"]
         timeout = connect_timeout or self.params.connect_timeout
@@ -193,9 +202,27 @@ class SshWorker(Worker):
         opts += ["-l", self.target.user] if self.target.user else []
         return opts
 
+    def warm(self) -> None:
+        """Have the OpenSSH master ready (for rsync and attach) without racing other p processes:
+        under a lock, start one unless `ssh -O check` finds it. `ssh -f … true` returns once logged
+        in and leaves the master behind (ControlPersist); a plain connection would just end."""
+        import fcntl
+
+        lock = paths.private_dir(paths.control_dir()) / f".{self.name}.lock"
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            check = ["ssh", *self.ssh_options(), "-O", "check", "--", self.target.host]
+            if subprocess.run(check, capture_output=True, check=False).returncode == 0:
+                return
+            start = ["ssh", "-f", *self.ssh_options(master="yes"), "--", self.target.host, "true"]
+            subprocess.run(start, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+                           timeout=self.params.connect_timeout + 10)
+
     def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
         # Only safe words reach the login shell: verbs, UUIDs, numbers. ssh starts in $HOME.
         remote = shlex.join(["sh", ".p/bin/p-agent", *words])
+        if not tty:  # what the login shell's start-up files print ends before this line
+            remote = f"echo {STREAM_MARKER}; {remote}"
         quiet = ["-o", "LogLevel=ERROR"] if tty else []  # no "Shared connection … closed." on screen
         return ["ssh", "-t" if tty else "-T", *self.ssh_options(), *quiet, "--", self.target.host, remote]
 
@@ -274,6 +301,8 @@ def build_connection(params: SshParams, name: str):
         "key_filename": [f for f in params.identity_files if os.path.exists(f)],
         "look_for_keys": False,
         "allow_agent": True,
+        "banner_timeout": params.connect_timeout,
+        "auth_timeout": params.connect_timeout,
     }
     gateway = None
     if params.proxy_jump:
@@ -302,9 +331,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (ConnectionResetError, EOFError)):
         return True
     text = str(exc)
-    return isinstance(exc, paramiko.SSHException) and (
-        "protocol banner" in text or "reset" in text.lower() or "Connection closed" in text
-    )
+    # A silent host (no greeting within the timeout) is not transient: retrying only multiplies the wait.
+    return isinstance(exc, paramiko.SSHException) and ("reset" in text.lower() or "Connection closed" in text)
 
 
 def describe_ssh_error(exc: BaseException, params: SshParams) -> str:
@@ -320,6 +348,8 @@ def describe_ssh_error(exc: BaseException, params: SshParams) -> str:
         exc, ConnectionRefusedError
     ):
         return f"connection refused by {where}; is sshd running there?"
+    if isinstance(exc, paramiko.SSHException) and "banner" in str(exc) and "reset" not in str(exc).lower():
+        return f"{where} accepted the connection but sent no SSH greeting within {params.connect_timeout}s"
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return f"connection to {where} timed out after {params.connect_timeout}s"
     if isinstance(exc, paramiko.BadHostKeyException):

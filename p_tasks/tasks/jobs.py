@@ -21,13 +21,18 @@ def _job_argv(c, command: str | None) -> list[str]:
         "no-sync": "do not sync the current directory; run in the worker user's home",
         "detach": "start the job, print its id and return",
         "command": "a shell command line to run (what `p -- <command>` passes when used from invoke)",
+        "yes": "send a sync bigger than sync_warn_mb (config.yaml, default 100) without asking",
+        "dry-run": "print what would be sent (files, size, the largest paths); start nothing",
+        "no-gitignore": "send what .gitignore excludes too, for this run (.pignore still applies)",
     }
 )
-def run(c, worker=None, no_sync=False, detach=False, command=None):
+def run(c, worker=None, no_sync=False, detach=False, command=None, yes=False, dry_run=False,
+        no_gitignore=False):
     """Run a command on a worker: sync, start in tmux, attach (p [opts] [worker] -- cmd)."""
     from ..submit import submit
 
-    code = submit(c, _job_argv(c, command), worker, no_sync, detach)
+    code = submit(c, _job_argv(c, command), worker, no_sync, detach, yes=yes, dry_run=dry_run,
+                  gitignore=not no_gitignore)
     if code:
         raise Exit(code=code)
 

@@ -27,13 +27,31 @@ def register(c, connection, name=None, no_check=False, accept_new_host_key=False
     print(f"registered worker '{entry.name}' ({entry.connection}){facts}")
 
 
-@task(name="ls", help={"check": "also probe each worker over SSH (slower)"})
-def ls(c, check=False):
-    """List registered workers (`local` is built in)."""
+@task(
+    name="ls",
+    help={"check": "probe every worker over SSH, in parallel: reachable, agent, arch, tools, disk, jobs",
+          "json": "print a JSON array of objects",
+          "timeout": "with -c: seconds to wait for each worker (20)"},
+)
+def ls(c, check=False, json=False, timeout=None):
+    """List registered workers (`local` is built in); -c also checks each one."""
+    import json as json_lib
+
+    from .. import probe
     from ..output import worker_table
 
     cfg = config.load()
-    print(worker_table(cfg))
+    try:
+        limit = probe.PROBE_TIMEOUT if timeout is None else float(timeout)
+    except ValueError:
+        limit = 0
+    if not limit > 0:
+        raise UsageError(f"--timeout needs a number of seconds > 0, not '{timeout}'")
+    healths = probe.probe_all(cfg, limit) if check else probe.unchecked(cfg)
+    if json:
+        print(json_lib.dumps([h.as_json() for h in healths], indent=1))
+    else:
+        print(worker_table(healths))
 
 
 @task(name="rm", positional=["name"], help={"name": "the worker to unregister"})

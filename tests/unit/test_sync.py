@@ -510,3 +510,235 @@ def test_error_message_picks_the_specific_line():
                               "unexpectedly closed (0 bytes received so far) [sender]\n").endswith(
         ": Permission denied (publickey).; check that `ssh <worker>` works"
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# .pignore, --no-gitignore, sizes
+
+
+def sent(src: Path, **kwargs) -> set[bytes]:
+    """What a plan of src would send, as relative byte paths (entries as listed, .git one entry)."""
+    return {e[2:] for e in sync.plan(src, **kwargs).files_from.split(b"\0") if e}
+
+
+def project(root: Path, files: dict[str, str], commit: bool = True) -> Path:
+    for rel, text in files.items():
+        write(root, rel, text)
+    git(root, "init", "-q")
+    if commit:
+        git(root, "add", ".")
+        git(root, "commit", "-qm", "init")
+    return root
+
+
+def test_pignore_excludes_what_git_tracks(tmp_path):
+    src = project(tmp_path / "src", {"main.py": "", "data/big.bin": "x" * 100, "docs/a.md": "",
+                                     "docs/img/b.png": "", ".pignore": "data/\n/docs/img/\n"})
+    assert sent(src) == {b".git", b".pignore", b"main.py", b"docs/a.md"}
+
+
+def test_pignore_bang_re_includes_what_gitignore_excludes(tmp_path):
+    src = project(tmp_path / "src", {
+        ".gitignore": ".env\ndata/\nnode_modules/\n*.log\n", ".env": "SECRET=1", "data/raw/a.csv": "",
+        "data/b.csv": "", "node_modules/x/y.js": "", "run.log": "", "main.py": "",
+        ".pignore": "!.env\n!data/\n",
+    })
+    assert sent(src) == {b".git", b".gitignore", b".pignore", b"main.py", b".env", b"data/raw/a.csv",
+                         b"data/b.csv"}
+
+
+def test_pignore_can_bring_back_one_file_of_an_ignored_directory(tmp_path):
+    src = project(tmp_path / "src", {".gitignore": "data/\n", "data/keep.csv": "", "data/drop.csv": "",
+                                     ".pignore": "!data/keep.csv\n"})
+    assert sent(src) == {b".git", b".gitignore", b".pignore", b"data/keep.csv"}
+
+
+def test_pignore_excluded_directory_cannot_be_re_entered_below(tmp_path):
+    """As in git: 'It is not possible to re-include a file if a parent directory of that file is
+    excluded' — but `dir/*` then `!dir/keep` works."""
+    src = project(tmp_path / "src", {"build/keep": "", "build/o": "", "out/keep": "", "out/o": "",
+                                     ".pignore": "build/\n!build/keep\nout/*\n!out/keep\n"})
+    assert sent(src) == {b".git", b".pignore", b"out/keep"}
+
+
+def test_nested_pignore_the_deepest_match_decides(tmp_path):
+    src = project(tmp_path / "src", {
+        ".pignore": "*.csv\n", "a.csv": "", "sub/keep.csv": "", "sub/other.csv": "", "sub/x.tmp": "",
+        "x.tmp": "", "sub/.pignore": "!keep.csv\n/x.tmp\n", "sub/deeper/x.tmp": "",
+    })
+    assert sent(src) == {b".git", b".pignore", b"sub/.pignore", b"sub/keep.csv", b"x.tmp",
+                         b"sub/deeper/x.tmp"}
+
+
+def test_nested_pignore_inside_a_directory_it_re_includes(tmp_path):
+    src = project(tmp_path / "src", {".gitignore": "data/\n", ".pignore": "!data/\n", "data/a.csv": "",
+                                     "data/cache/x": "", "data/.pignore": "cache/\n"})
+    assert sent(src) == {b".git", b".gitignore", b".pignore", b"data/a.csv", b"data/.pignore"}
+
+
+def test_pignore_follows_gitignore_semantics(tmp_path):
+    """The notes' rule set as .pignore files excludes exactly what git excludes with them as .gitignore."""
+    src, copy = tmp_path / "src", tmp_path / "copy"
+    for root, name in ((src, ".pignore"), (copy, ".gitignore")):
+        for rel in NOTES_FILES:
+            write(root, rel)
+        write(root, name, NOTES_IGNORE)
+        write(root, f"sub/{name}", "/local\n!special.log\n")
+        git(root, "init", "-q")
+    expected = {n.replace(b".gitignore", b".pignore") for n in git_view(copy)}
+    assert sent(src) == expected | {b".git"}
+
+
+def test_pignore_can_leave_out_the_git_directory(tmp_path):
+    src = project(tmp_path / "src", {"main.py": "", ".pignore": "/.git/\n"})
+    assert sent(src) == {b".pignore", b"main.py"}
+
+
+def test_pignore_ignored_by_git_is_still_read(tmp_path):
+    src = project(tmp_path / "src", {".gitignore": ".pignore\n", ".pignore": "big.bin\n", "big.bin": "",
+                                     "main.py": ""})
+    assert sent(src) == {b".git", b".gitignore", b"main.py"}
+
+
+def test_no_gitignore_sends_everything_but_what_pignore_excludes(tmp_path):
+    src = project(tmp_path / "src", {".gitignore": "*.log\nbuild/\n", "a.log": "", "build/o": "",
+                                     "main.py": "", ".pignore": "node_modules/\n", "node_modules/m.js": ""})
+    (src / ".git/info/exclude").write_text("secret\n")
+    write(src, "secret")
+    assert sent(src) == {b".git", b".gitignore", b".pignore", b"main.py"}
+    assert sent(src, gitignore=False) == {b".git", b".gitignore", b".pignore", b"main.py", b"a.log",
+                                          b"build/o", b"secret"}
+    assert sync.plan(src, gitignore=False).gitignore is False
+
+
+def test_pignore_and_no_gitignore_outside_git(tmp_path):
+    src = tmp_path / "src"
+    for rel, text in {".gitignore": "data/\n*.log\n", ".pignore": "!data/\nhuge/\n", "data/a": "",
+                      "x.log": "", "huge/h": "", "main.py": ""}.items():
+        write(src, rel, text)
+    assert sync.plan(src).mode == "gitignore"
+    assert sent(src) == {b".gitignore", b".pignore", b"data/a", b"main.py"}
+    assert sent(src, gitignore=False) == {b".gitignore", b".pignore", b"data/a", b"main.py", b"x.log"}
+
+
+def test_pignore_reaches_the_worker(tmp_path):
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    project(src, {".gitignore": ".env\n", ".env": "K=v", "main.py": "", "data/big": "x",
+                  ".pignore": "!.env\ndata/\n"})
+    do_sync(src, dest)
+    assert tree(dest) == {b".gitignore", b".pignore", b".env", b"main.py"}
+    assert (dest / ".git/HEAD").is_file()
+
+
+def test_without_pignore_git_is_not_asked_for_ignored_files(tmp_path, monkeypatch):
+    src = project(tmp_path / "src", {".gitignore": "x\n", "x": "", "main.py": ""})
+    calls = []
+    real = sync._git
+    monkeypatch.setattr(sync, "_git", lambda root, *args: calls.append(args) or real(root, *args))
+    sync.plan(src)
+    assert not any("--ignored" in args for args in calls)
+
+
+def test_plan_sizes_count_git_and_every_file(tmp_path):
+    src = project(tmp_path / "src", {"a": "12345", "d/b": "xy"})
+    (src / "link").symlink_to("a")
+    the_plan = sync.plan(src)
+    rows = {path: (size, files) for path, size, files in the_plan.sizes}
+    git_size = sum(p.lstat().st_size for p in (src / ".git").rglob("*") if not p.is_dir() or p.is_symlink())
+    assert rows[b"a"] == (5, 1) and rows[b"d/b"] == (2, 1) and rows[b"link"] == (1, 1)
+    assert rows[b".git"][0] == git_size and rows[b".git"][1] > 5
+    assert the_plan.nbytes == 5 + 2 + 1 + git_size
+
+
+def test_progress_argv_and_output_reach_the_sink(tmp_path):
+    from p_tasks.progress import Progress
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    (src).mkdir()
+    (src / "f").write_bytes(os.urandom(3_000_000))
+    the_plan = sync.plan(src)
+    assert "--info=progress2" in sync.rsync_argv(the_plan, "d", None, progress=True)
+    assert "--info=progress2" not in sync.rsync_argv(the_plan, "d", None)
+    seen = []
+
+    class Sink(Progress):
+        def feed(self, record):
+            seen.append(record)
+            super().feed(record)
+
+    sink = Sink(the_plan.nbytes, stream=open(os.devnull, "w"), delay=0)
+    sync.run(the_plan, str(dest), None, invoke.Context(), progress=sink)
+    assert (dest / "f").stat().st_size == 3_000_000
+    assert any("3,000,000" in r and "100%" in r for r in seen), seen
+
+
+def test_progress_is_silent_for_the_first_second_then_draws_and_clears():
+    import io
+
+    from p_tasks.progress import Progress
+
+    now = [100.0]
+    out = io.StringIO()
+    bar = Progress(40_000_000, stream=out, clock=lambda: now[0])
+    bar.write("\r         32,768   0%    0.00kB/s    0:00:00  ")
+    now[0] += 0.5
+    bar.write("\r      5,000,000  12%    9.76MB/s    0:00:04  ")
+    assert out.getvalue() == ""  # a sync shorter than a second shows nothing
+    now[0] += 1.5
+    bar.write("\r     20,000,")  # a record split across two writes
+    bar.write("000  50%    9.77MB/s    0:00:02  ")
+    assert out.getvalue() == "\r\033[Kp: sync  20 MB / 40 MB  50%  10 MB/s  ETA 0:02"
+    bar.clear()
+    assert out.getvalue().endswith("\r\033[K")
+    bar.clear()
+    assert out.getvalue().count("\r\033[K") == 2  # cleared once
+
+
+def test_progress_without_a_total_uses_rsyncs_percent_and_eta():
+    from p_tasks.progress import Progress
+
+    bar = Progress(None, stream=None, delay=0)
+    assert bar.line(1_500_000, 2.0, 30, "0:00:07") == "p: sync  1.5 MB  30%  750 kB/s  ETA 0:00:07"
+
+
+def rows(*items):
+    return tuple((os.fsencode(p), n, f) for p, n, f in items)
+
+
+def test_largest_paths_drill_into_a_dominant_child():
+    from p_tasks import sizes
+
+    plan_rows = rows(("data/raw/huge.bin", 900, 1), ("data/raw/x", 10, 1), ("data/y", 5, 1),
+                     ("src/a.py", 30, 1), ("src/b.py", 30, 1), (".git", 50, 40), ("tiny", 1, 1))
+    got = [(p, n.nbytes, n.is_dir) for p, n in sizes.largest(plan_rows)]
+    assert got == [(b"data/raw/huge.bin", 900, False), (b"src", 60, True), (b".git", 50, True)]
+    assert len(sizes.largest(plan_rows, top=1)) == 1  # and `tiny`, under 1 %, is never shown
+
+
+def test_pignore_line_matches_exactly_that_path(tmp_path):
+    import pathspec
+
+    from p_tasks import sizes
+
+    for name in ["a b", "*star", "q?[x]", "back\\slash", "#hash", "!bang", "trail "]:
+        line = sizes.pignore_line(os.fsencode(f"dir/{name}"), False)
+        spec = pathspec.GitIgnoreSpec.from_lines([line])
+        assert spec.match_file(f"dir/{name}") and not spec.match_file(f"other/dir/{name}"), line
+        assert not spec.match_file("dir/zzz")
+    assert sizes.pignore_line(b"data", True) == "/data/"
+
+
+def test_big_sync_without_a_terminal_is_refused_in_one_line(monkeypatch):
+    import io
+
+    from p_tasks import sizes
+
+    the_plan = sync.SyncPlan(src=Path("/w"), mode="git", files_from=b"", count=2, nbytes=250_000_000,
+                             sizes=rows(("data/big", 240_000_000, 1), ("a", 10_000_000, 1)))
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    sizes.guard(the_plan, "w", 300, yes=False)  # under the threshold: nothing
+    sizes.guard(the_plan, "w", 0, yes=False)  # 0: never ask
+    with pytest.raises(sizes.SyncTooBig) as info:
+        sizes.guard(the_plan, "w", None, yes=False)
+    assert "\n" not in info.value.message
+    assert "250 MB (largest: /data/big, 240 MB)" in info.value.message and "--yes" in info.value.message
