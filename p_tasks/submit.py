@@ -88,7 +88,7 @@ def submit(
     store = Store()
     try:
         job = Job(new_id(), entry.name, str(Path.cwd()), argv, synced=not no_sync)
-        job = start(ctx, worker, job, store, plan)
+        job = start(local_context(ctx), worker, job, store, plan)
         if detach:
             from .watch import ensure_watcher
 
@@ -100,6 +100,13 @@ def submit(
         return attach.stream(worker, job, store)
     finally:
         worker.close()
+
+
+def local_context(ctx):
+    """rsync runs on this machine: under `fab -H host`, the task's ``c`` is a remote Connection."""
+    from invoke import Context
+
+    return ctx if type(ctx) is Context else Context(config=getattr(ctx, "config", None))
 
 
 def start(ctx, worker: Worker, job: Job, store: Store, plan: SyncPlan | None = None) -> Job:
