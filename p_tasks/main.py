@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import shlex
 import sys
 
 from invoke import Argument, Exit, ParseError, Program
@@ -18,7 +20,8 @@ from invoke.exceptions import UnknownFileType
 from . import __version__
 from .exceptions import PError, UsageError
 
-USAGE = "usage: p [-n|--no-sync] [-d|--detach] [<worker>] -- <command> [<arg>...]"
+USAGE = ("usage: p [-n|--no-sync] [-d|--detach] [-y|--yes] [--dry-run] [--no-gitignore] [<worker>] "
+         "-- <command> [<arg>...]")
 
 HELP = f"""\
 {USAGE}
@@ -114,8 +117,8 @@ class PProgram(Program):
             return head or ["--help"]
         if words:
             raise UsageError(
-                f"'{words[0]}' is not a p subcommand; to run a command on worker '{words[0]}', "
-                f"put it after `--`: p {words[0]} -- <command>"
+                f"'{words[0]}' is not a p subcommand; to run it as a job, put it after `--`: "
+                f"p -- {shlex.join(head)} (see `p --help`)"
             )
         raise UsageError(f"missing `--` before the command; {USAGE}")
 
@@ -156,6 +159,10 @@ class PProgram(Program):
         except KeyboardInterrupt:
             print("p: interrupted", file=sys.stderr)
             code = 130
+        except BrokenPipeError:  # `p ls | head`: the reader has gone; say nothing, like cat
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            code = 141
         except Exception as exc:  # a bug in p: one line, the traceback only with --debug
             if "--debug" in (argv or sys.argv):
                 raise

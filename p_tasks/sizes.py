@@ -127,7 +127,7 @@ def guard(plan, worker: str, warn_mb: float | None, yes: bool) -> None:
 def report(plan, limit_mb: float) -> str:
     lines = [f"p: this sync sends {summary(plan)} (over sync_warn_mb, {human(limit_mb * 1_000_000)}); "
              "the largest:", *listing(plan),
-             "p: to leave paths out, add lines like these to .pignore (gitignore syntax)"]
+             "p: to leave one out, put its path as shown above in .pignore (gitignore syntax)"]
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import agent, attach, config, sizes, sync
-from .exceptions import PError, SyncError, UsageError, WorkerUnfit
+from .exceptions import ConfigError, PError, SyncError, UsageError, WorkerUnfit
 from .job import FAILED, RUNNING, UNKNOWN, Job, new_id
 from .progress import Progress, rsync_has_progress2
 from .store import Store
@@ -73,9 +73,14 @@ def submit(
 ) -> int:
     """The whole `p -- cmd` path. What would be sent is computed (and a big sync confirmed, see
     sizes.guard) before the worker is contacted; ``dry_run`` stops right there."""
-    if not argv:
+    if not argv or argv == [""]:
         raise UsageError("nothing to run after `--`; usage: p [<worker>] -- <command> [<arg>...]")
     cfg = config.load()
+    if not worker_name and cfg.default_worker and not cfg.find(cfg.default_worker):
+        raise ConfigError(
+            f"default_worker '{cfg.default_worker}' in {cfg.path} is not a registered worker; "
+            "fix it with `p worker default <name>`"
+        )
     entry = cfg.get(worker_name or cfg.default)
     plan = None if no_sync else sync_plan(gitignore)
     if dry_run:

@@ -14,6 +14,7 @@ Later placement (several workers, Slurm login nodes) plugs in here and in ``laun
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pwd
 import random
@@ -297,6 +298,9 @@ def build_connection(params: SshParams, name: str):
     from fabric import Connection
     from paramiko import RejectPolicy
 
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # p reports failures in one line
+
     kwargs = {
         "key_filename": [f for f in params.identity_files if os.path.exists(f)],
         "look_for_keys": False,
@@ -348,7 +352,8 @@ def describe_ssh_error(exc: BaseException, params: SshParams) -> str:
         exc, ConnectionRefusedError
     ):
         return f"connection refused by {where}; is sshd running there?"
-    if isinstance(exc, paramiko.SSHException) and "banner" in str(exc) and "reset" not in str(exc).lower():
+    silent = "banner" in str(exc) or "No existing session" in str(exc)
+    if isinstance(exc, paramiko.SSHException) and silent and "reset" not in str(exc).lower():
         return f"{where} accepted the connection but sent no SSH greeting within {params.connect_timeout}s"
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return f"connection to {where} timed out after {params.connect_timeout}s"
