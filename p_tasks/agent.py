@@ -86,23 +86,29 @@ def build_script(verb: str, args: list[str], install: bool = False) -> str:
     return f"{head}{body}set -- {shlex.join([verb, *args])}\n{PRELUDE}"
 
 
-def call(worker: Worker, verb: str, *args: str, quick: bool = False) -> Reply:
+def call(
+    worker: Worker, verb: str, *args: str, quick: bool = False, secret_env: dict[str, str] | None = None
+) -> Reply:
     """Run one agent verb on ``worker``; raise AgentError if it fails.
 
     ``quick``: short timeout, through OpenSSH rather than Fabric (keeps `p ls` light and bounded).
+    ``secret_env``: variables for the agent's environment whose values must not reach any command
+    line or log (the job's -e values).
     """
-    reply = _run(worker, verb, list(args), install=False, quick=quick)
+    reply = _run(worker, verb, list(args), install=False, quick=quick, secret_env=secret_env)
     if reply.exited == OUTDATED:
         log.debug("agent on %s missing or outdated; installing", worker.name)
-        reply = _run(worker, verb, list(args), install=True, quick=quick)
+        reply = _run(worker, verb, list(args), install=True, quick=quick, secret_env=secret_env)
     if reply.exited != 0:
         raise AgentError(worker.name, verb, _last_line(reply.stderr) or f"exit status {reply.exited}")
     return reply
 
 
-def _run(worker: Worker, verb: str, args: list[str], install: bool, quick: bool) -> Reply:
-    log.debug("agent %s %s on %s (install=%s)", verb, args, worker.name, install)
-    result = worker.run_script(build_script(verb, args, install), quick=quick)
+def _run(worker: Worker, verb: str, args: list[str], install: bool, quick: bool,
+         secret_env: dict[str, str] | None = None) -> Reply:
+    log.debug("agent %s %s on %s (install=%s, secret names=%s)", verb, args, worker.name, install,
+              sorted(secret_env or {}))
+    result = worker.run_script(build_script(verb, args, install), quick=quick, secret_env=secret_env)
     head, sep, text = result.stdout.partition(MARKER + "\n")
     return Reply(result.exited, text if sep else "", result.stderr)
 

@@ -43,6 +43,7 @@ class Job:
     ended_at: float | None = None  # worker clock, unix seconds
     synced: bool = True
     reason: str | None = None
+    env_names: list[str] = field(default_factory=list)  # names only: values are never recorded
     command: str = field(default="")
     schema_version: int = SCHEMA_VERSION
 

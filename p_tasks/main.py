@@ -20,8 +20,8 @@ from invoke.exceptions import UnknownFileType
 from . import __version__
 from .exceptions import PError, UsageError
 
-USAGE = ("usage: p [-n|--no-sync] [-d|--detach] [-y|--yes] [--dry-run] [--no-gitignore] [<worker>] "
-         "-- <command> [<arg>...]")
+USAGE = ("usage: p [-n|--no-sync] [-d|--detach] [-y|--yes] [--dry-run] [--no-gitignore] "
+         "[-e NAME[=value]]... [--env-file FILE] [<worker>] -- <command> [<arg>...]")
 
 HELP = f"""\
 {USAGE}
@@ -43,6 +43,8 @@ Run options:
   -y, --yes         send a sync bigger than sync_warn_mb (config.yaml, default 100) without asking
   --dry-run         print what would be sent (files, size, the largest paths); start nothing
   --no-gitignore    send what .gitignore excludes too, for this run (.pignore still applies)
+  -e NAME=value     set an environment variable for the job (-e NAME: take it from here);
+  --env-file FILE   NAME=value lines. Values are never shown or recorded, only names
 A .pignore file (gitignore syntax, in any directory) leaves out what the worker does not need, and
 brings back with `!` what .gitignore excludes: `data/`, `!.env`.
 When stdin or stdout is not a terminal (scripts, CI), p streams the job's output and exits with its code.
@@ -123,9 +125,11 @@ class PProgram(Program):
         raise UsageError(f"missing `--` before the command; {USAGE}")
 
     def _rewrite_run(self, head: list[str], words: list[str]) -> list[str]:
+        out = ["run"]
+        head, self.job_env = _take_env_options(head)
+        words = [t for t in head if not t.startswith("-")]
         if len(words) > 1:
             raise UsageError(f"expected at most one worker name before `--`, got {words}; {USAGE}")
-        out = ["run"]
         for token in head:
             if token.startswith("-") and token not in RUN_FLAGS and token not in ("--debug",):
                 raise UsageError(f"unknown option '{token}'; {USAGE}")
@@ -203,7 +207,8 @@ class PProgram(Program):
     def update_config(self, merge: bool = True) -> None:
         super().update_config(merge=False)
         if self.job_argv is not None:
-            self.config.load_overrides({"p": {"argv": self.job_argv}}, merge=False)
+            env = getattr(self, "job_env", None) or {"items": [], "file": None}
+            self.config.load_overrides({"p": {"argv": self.job_argv, "env": env}}, merge=False)
         if self.args.debug.value:
             logging.basicConfig(level=logging.DEBUG, format="p: %(name)s: %(message)s")
         self.config.merge()
@@ -243,6 +248,25 @@ class PProgram(Program):
 
     def print_version(self) -> None:
         print(f"p {__version__}")
+
+
+def _take_env_options(head: list[str]) -> tuple[list[str], dict]:
+    """Pull -e/--env VALUE and --env-file FILE out of the run options (values may start with '-')."""
+    rest, items, env_file = [], [], None
+    tokens = iter(head)
+    for token in tokens:
+        name, eq, inline = token.partition("=")
+        if token in ("-e", "--env", "--env-file") or (eq and name in ("--env", "--env-file")):
+            value = inline if eq else next(tokens, None)
+            if value is None:
+                raise UsageError(f"{token} needs a value; {USAGE}")
+            if name == "--env-file":
+                env_file = value
+            else:
+                items.append(value)
+        else:
+            rest.append(token)
+    return rest, {"items": items, "file": env_file}
 
 
 def say(message: str) -> None:

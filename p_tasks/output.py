@@ -69,6 +69,7 @@ def job_json(job: Job) -> dict:
         "worker": job.worker,
         "cwd": job.cwd,
         "command": job.argv,
+        "env": job.env_names,
         "status": job.status,
         "exit_code": job.exit_code,
         "started_at": iso(job.started_at),

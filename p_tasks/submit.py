@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import agent, attach, config, sizes, sync
+from . import agent, attach, config, jobenv, sizes, sync
 from .exceptions import ConfigError, PError, SyncError, UsageError, WorkerUnfit
 from .job import FAILED, RUNNING, UNKNOWN, Job, new_id
 from .progress import Progress, rsync_has_progress2
@@ -69,7 +69,7 @@ def check_worker(
 
 def submit(
     ctx, argv: list[str], worker_name: str | None, no_sync: bool, detach: bool, *,
-    yes: bool = False, dry_run: bool = False, gitignore: bool = True,
+    yes: bool = False, dry_run: bool = False, gitignore: bool = True, env: dict[str, str] | None = None,
 ) -> int:
     """The whole `p -- cmd` path. What would be sent is computed (and a big sync confirmed, see
     sizes.guard) before the worker is contacted; ``dry_run`` stops right there."""
@@ -92,8 +92,9 @@ def submit(
     worker = open_worker(entry)
     store = Store()
     try:
-        job = Job(new_id(), entry.name, str(Path.cwd()), argv, synced=not no_sync)
-        job = start(local_context(ctx), worker, job, store, plan)
+        job = Job(new_id(), entry.name, str(Path.cwd()), argv, synced=not no_sync,
+                  env_names=sorted(env or {}))
+        job = start(local_context(ctx), worker, job, store, plan, env or {})
         if detach:
             from .watch import ensure_watcher
 
@@ -114,7 +115,9 @@ def local_context(ctx):
     return ctx if type(ctx) is Context else Context(config=getattr(ctx, "config", None))
 
 
-def start(ctx, worker: Worker, job: Job, store: Store, plan: SyncPlan | None = None) -> Job:
+def start(
+    ctx, worker: Worker, job: Job, store: Store, plan: SyncPlan | None = None, env: dict | None = None
+) -> Job:
     """Check the worker, sync, start. The record exists (`starting`) before anything lands on the
     worker, so a p killed at any step leaves a record that `p ls` reconciles and `p prune` cleans."""
     warming = threading.Thread(target=worker.warm, daemon=True)  # OpenSSH master, alongside hello
@@ -130,8 +133,9 @@ def start(ctx, worker: Worker, job: Job, store: Store, plan: SyncPlan | None = N
         mode, body = payload(job.argv)
         workdir = "sync" if job.synced else "home"
         job.reason = "starting"
+        secret = {"P_START_ENV": jobenv.shell_lines(env)} if env else None
         reply = agent.call(worker, "start", job.id, job.worker, job.cwd, workdir, mode, job.command, body,
-                           start_size())
+                           start_size(), secret_env=secret)
     except (PError, KeyboardInterrupt) as exc:
         # Interrupted while `start` ran: the job may be running; `unknown` makes p ls ask the worker.
         interrupted_start = isinstance(exc, KeyboardInterrupt) and job.reason == "starting"

@@ -129,8 +129,11 @@ class Worker:
     connection: str
     stream_marker: str | None = None  # a byte stream from process_argv starts after this line
 
-    def run_script(self, script: str, quick: bool = False) -> ScriptResult:
-        """Run a sh script; ``quick`` means a short connect timeout and no Fabric import (for p ls)."""
+    def run_script(
+        self, script: str, quick: bool = False, secret_env: dict[str, str] | None = None
+    ) -> ScriptResult:
+        """Run a sh script; ``quick`` means a short connect timeout and no Fabric import (for p ls);
+        ``secret_env`` reaches the script's environment without appearing on any command line."""
         raise NotImplementedError
 
     def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
@@ -153,11 +156,15 @@ class LocalWorker(Worker):
         self.name = LOCAL
         self.connection = LOCAL
 
-    def run_script(self, script: str, quick: bool = False) -> ScriptResult:
+    def run_script(
+        self, script: str, quick: bool = False, secret_env: dict[str, str] | None = None
+    ) -> ScriptResult:
         from invoke import Context
 
         # As an argument rather than on stdin: invoke's stdin pump stalls on inputs of a few kB.
-        result = Context().run("sh -c " + shlex.quote(script), hide=True, warn=True, in_stream=False)
+        # Secrets go into the child's environment: the script itself is visible in `ps`.
+        result = Context().run("sh -c " + shlex.quote(script), hide=True, warn=True, in_stream=False,
+                               env=dict(secret_env or {}))
         return ScriptResult(result.exited, result.stdout, result.stderr)
 
     def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
@@ -231,7 +238,12 @@ class SshWorker(Worker):
         host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
         return f"{host}:{path}", ["ssh", *self.ssh_options()]
 
-    def run_script(self, script: str, quick: bool = False) -> ScriptResult:
+    def run_script(
+        self, script: str, quick: bool = False, secret_env: dict[str, str] | None = None
+    ) -> ScriptResult:
+        # The script travels on stdin, so exported assignments at its top are on no command line.
+        exports = "".join(f"{k}={shlex.quote(v)}; export {k}\n" for k, v in (secret_env or {}).items())
+        script = exports + script
         if quick:
             return self._run_openssh(script)
         for delay in (*RETRY_DELAYS, None):

@@ -24,17 +24,32 @@ def _job_argv(c, command: str | None) -> list[str]:
         "yes": "send a sync bigger than sync_warn_mb (config.yaml, default 100) without asking",
         "dry-run": "print what would be sent (files, size, the largest paths); start nothing",
         "no-gitignore": "send what .gitignore excludes too, for this run (.pignore still applies)",
-    }
+        "env": "NAME=value (or NAME, taken from here) for the job's environment; repeatable",
+        "env-file": "a file of NAME=value lines for the job's environment",
+    },
+    iterable=["env"],
 )
 def run(c, worker=None, no_sync=False, detach=False, command=None, yes=False, dry_run=False,
-        no_gitignore=False):
+        no_gitignore=False, env=None, env_file=None):
     """Run a command on a worker: sync, start in tmux, attach (p [opts] [worker] -- cmd)."""
     from ..submit import submit
 
     code = submit(c, _job_argv(c, command), worker, no_sync, detach, yes=yes, dry_run=dry_run,
-                  gitignore=not no_gitignore)
+                  gitignore=not no_gitignore, env=_job_env(c, env, env_file))
     if code:
         raise Exit(code=code)
+
+
+def _job_env(c, env: list[str] | None, env_file: str | None) -> dict[str, str]:
+    """-e/--env-file as given to `p` (carried in the config by the Program) or to the task."""
+    from ..jobenv import from_cli
+
+    try:
+        given = c.config.p.env
+        items, env_file = list(given["items"]) + list(env or []), given["file"] or env_file
+    except (AttributeError, KeyError):
+        items = list(env or [])
+    return from_cli(items, env_file)
 
 
 @task(

@@ -56,7 +56,7 @@ def run_p(capsys, *args):
 
 def test_help_explains_grammar_and_lists_subcommands(capsys):
     code, out, err = run_p(capsys, "--help")
-    usage = "p [-n|--no-sync] [-d|--detach] [-y|--yes] [--dry-run] [--no-gitignore] [<worker>] -- <command>"
+    usage = "[--env-file FILE] [<worker>] -- <command>"
     assert code == 0 and usage in out
     assert "worker register" in out and err == ""
 

@@ -1,0 +1,98 @@
+"""Job environment variables: values reach the job exactly and are never recorded or shown."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import retry_until, run_p
+
+SECRET = "s3cr3t value with 'quotes' \"dq\" $HOME ; * ü\nsecond line"
+
+
+@pytest.fixture(params=["ssh", "local"])
+def target(request, tmp_path, monkeypatch):
+    if request.param == "ssh":
+        request.getfixturevalue("ssh_client_config")
+        sshd = request.getfixturevalue("sshd")
+        assert run_p("worker", "register", "testworker", "-n", "tw")[0] == 0
+        name, p_home = ["tw"], sshd.worker_home / ".p"
+    else:
+        name, p_home = [], Path.home() / ".p"
+    (tmp_path / "f").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    return name, p_home
+
+
+def test_values_reach_the_job_and_stay_secret(target, tmp_path, isolated_home, monkeypatch):
+    words, p_home = target
+    env_file = tmp_path.parent / "job.env"
+    env_file.write_text("# comment\nFROM_FILE=file value\nOVERRIDDEN=from file\n")
+    monkeypatch.setenv("FROM_HERE", "local value")
+    script = "import os, json; print(json.dumps({k: os.environ.get(k) for k in "
+    script += "['SECRET', 'FROM_FILE', 'OVERRIDDEN', 'FROM_HERE', 'P_START_ENV']}))"
+    rc, out, err = run_p("-e", f"SECRET={SECRET}", "--env-file", str(env_file), "-e", "OVERRIDDEN=cli",
+                         "-e", "FROM_HERE", *words, "--", "python3", "-c", script)
+    assert rc == 0, err
+    seen = json.loads(out.decode().replace("\r\n", "\n"))
+    assert seen == {"SECRET": SECRET, "FROM_FILE": "file value", "OVERRIDDEN": "cli",
+                    "FROM_HERE": "local value", "P_START_ENV": None}
+    job_id = next((isolated_home / ".local/share/p/jobs").glob("*.json")).stem
+    record = (isolated_home / f".local/share/p/jobs/{job_id}.json").read_text()
+    assert "s3cr3t" not in record and json.loads(record)["env_names"] == [
+        "FROM_FILE", "FROM_HERE", "OVERRIDDEN", "SECRET"]
+    listed = run_p("ls", "-a", "--json")[1].decode() + run_p("ls", "-a")[1].decode()
+    assert "s3cr3t" not in listed and "SECRET" in listed
+    job_dir = p_home / "jobs" / job_id
+    for path in job_dir.iterdir():
+        if path.name not in ("env", "output.log"):  # the log holds what the job itself printed
+            assert b"s3cr3t" not in path.read_bytes(), path
+    env_path = job_dir / "env"
+    assert stat.S_IMODE(env_path.stat().st_mode) == 0o600
+    tmux_env = subprocess.run(["tmux", "-S", str(p_home / "tmux.sock"), "show-environment", "-g"],
+                              capture_output=True, text=True).stdout
+    assert "P_START_ENV" not in tmux_env and "s3cr3t" not in tmux_env
+    rc, out, err = run_p(*words, "--", "sh", "-c", 'echo "[${SECRET:-unset}]"')
+    assert out.strip() == b"[unset]"  # the next job does not inherit it
+    assert run_p("rm", job_id)[0] == 0
+    assert not env_path.exists()
+
+
+def test_bad_env_options(target):
+    words, _ = target
+    for args, fragment in ((["-e", "1BAD=x"], "bad environment variable name"),
+                           (["-e", "NOT_SET_ANYWHERE_P"], "is not set here"),
+                           (["-e", "P_JOB_ID=x"], "p's own"),
+                           (["--env-file", "/nonexistent/env"], "cannot read env file"),
+                           (["-e"], "needs a value")):
+        rc, out, err = run_p(*words, *args, "--", "true")
+        assert rc == 2 and fragment in err.decode(), (args, err)
+
+
+def test_local_values_are_not_on_any_command_line(isolated_home, tmp_path, monkeypatch):
+    """The local worker gets the script as `sh -c <script>`: the values must not be in it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("x")
+    proc = subprocess.Popen(["p", "-d", "-e", "TOKEN=zz-secret-zz", "--", "sleep", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = []
+
+    def scan():
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            if cmdline.parent.name == str(proc.pid):
+                continue  # p's own argv: typed by the user (use -e NAME to keep it off it)
+            try:
+                if b"zz-secret-zz" in cmdline.read_bytes():
+                    seen.append(cmdline)
+            except OSError:
+                pass
+        return proc.poll() is not None
+
+    retry_until(scan, timeout=30, interval=0.01)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert not seen
+    assert os.environ.get("TOKEN") is None
