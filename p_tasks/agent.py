@@ -106,8 +106,9 @@ def call(
 
 def _run(worker: Worker, verb: str, args: list[str], install: bool, quick: bool,
          secret_env: dict[str, str] | None = None) -> Reply:
-    log.debug("agent %s %s on %s (install=%s, secret names=%s)", verb, args, worker.name, install,
-              sorted(secret_env or {}))
+    log.debug("agent %s %s on %s (install=%s)", verb, args, worker.name, install)
+    if secret_env:
+        log.debug("agent %s: environment given by name only: %s", verb, sorted(secret_env))
     result = worker.run_script(build_script(verb, args, install), quick=quick, secret_env=secret_env)
     head, sep, text = result.stdout.partition(MARKER + "\n")
     return Reply(result.exited, text if sep else "", result.stderr)

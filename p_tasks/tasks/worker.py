@@ -6,7 +6,7 @@ import sys
 
 from invoke import task
 
-from .. import config, registration
+from .. import config
 from ..config import LOCAL
 from ..exceptions import UsageError
 from ..store import Store
@@ -23,7 +23,9 @@ from ..store import Store
 )
 def register(c, connection, name=None, no_check=False, accept_new_host_key=False):
     """Register a worker; the first one registered becomes the default."""
-    entry, facts = registration.register(connection, name, no_check, accept_new_host_key)
+    from ..registration import register as register_worker
+
+    entry, facts = register_worker(connection, name, no_check, accept_new_host_key)
     print(f"registered worker '{entry.name}' ({entry.connection}){facts}")
 
 

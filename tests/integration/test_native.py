@@ -139,7 +139,7 @@ def test_big_sync_without_a_terminal_needs_yes(repo, isolated_home):
     assert records(isolated_home) == [] and not (isolated_home / ".p").exists()
     rc, out, err = run_p("-y", "--", "sh", "-c", "wc -c < data/weights.bin")
     assert (rc, out.strip()) == (0, b"2500000"), err
-    assert "/data/weights.bin" in err.decode() and "add lines like these to .pignore" in err.decode()
+    assert "/data/weights.bin" in err.decode() and "put its path as shown above in .pignore" in err.decode()
 
 
 def test_big_sync_default_threshold_is_100_mb(repo, isolated_home):
