@@ -75,6 +75,11 @@ def config_args() -> list[str]:
     return ["-F", str(config) if config.exists() else "/dev/null", "-o", f"UserKnownHostsFile={known}"]
 
 
+def hop_argv() -> list[str]:
+    """OpenSSH to a ProxyJump hop, as strict about host keys as p itself."""
+    return ["ssh", *config_args(), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+
+
 def resolve(target: Target) -> SshParams:
     """Ask OpenSSH itself how it would connect (honours Include, Match, HostName, ProxyJump…)."""
     argv = ["ssh", "-G", *config_args()]
@@ -206,6 +211,10 @@ class SshWorker(Worker):
         opts += ["-o", f"StrictHostKeyChecking={self.strict}", "-o", f"BatchMode={'yes' if batch else 'no'}"]
         timeout = connect_timeout or self.params.connect_timeout
         opts += ["-o", f"ConnectTimeout={timeout}", "-o", "ServerAliveInterval=15"]
+        if self.params.proxy_jump and home_differs():
+            # OpenSSH hands a ProxyJump hop only -F, not our UserKnownHostsFile: spell the hop out
+            hop = shlex.join(hop_argv())
+            opts += ["-o", f"ProxyCommand={hop} -W [%h]:%p -- {shlex.quote(self.params.proxy_jump)}"]
         opts += ["-p", str(self.target.port)] if self.target.port else []
         opts += ["-l", self.target.user] if self.target.user else []
         return opts
@@ -322,8 +331,10 @@ def build_connection(params: SshParams, name: str):
     }
     gateway = None
     if params.proxy_jump:
-        jump = shlex.join(["ssh", *config_args(), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-        gateway = f"{jump} -W %h:%p -- {shlex.quote(params.proxy_jump)}"
+        jump = shlex.join(hop_argv())
+        # host and port spelled out: Fabric expands %p from a dummy ssh_config, where it is always 22
+        host = f"[{params.hostname}]" if ":" in params.hostname else params.hostname
+        gateway = f"{jump} -W {shlex.quote(f'{host}:{params.port}')} -- {shlex.quote(params.proxy_jump)}"
     conn = Connection(
         host=params.hostname,
         user=params.user,
