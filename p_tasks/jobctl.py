@@ -110,9 +110,7 @@ def rm_job(prefix: str, force: bool) -> str:
 
 
 def human_kb(kb: int) -> str:
-    size = float(kb)
-    for unit in ("KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "KiB" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
+    """KiB as du reports them, in the same units as every other size p prints."""
+    from .progress import human
+
+    return human(kb * 1024)
