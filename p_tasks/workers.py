@@ -256,12 +256,14 @@ class SshWorker(Worker):
         if quick:
             return self._run_openssh(script)
         for delay in (*RETRY_DELAYS, None):
+            began = time.monotonic()
             try:
                 return exec_with_stdin(self.connect(), "sh -s", script.encode())
             except Exception as exc:  # noqa: BLE001 - translated into one line below
                 self.close()
-                if delay is None or not is_transient(exc):
-                    raise WorkerUnreachable(self.name, describe_ssh_error(exc, self.params)) from None
+                silent = time.monotonic() - began >= self.params.connect_timeout * 0.9
+                if delay is None or not is_transient(exc, silent):
+                    raise WorkerUnreachable(self.name, describe_ssh_error(exc, self.params, silent)) from None
             time.sleep(delay * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
@@ -351,18 +353,25 @@ def build_connection(params: SshParams, name: str):
     return conn
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Dropped during the handshake (sshd's MaxStartups, a restarting sshd): worth a retry."""
+def is_transient(exc: BaseException, silent: bool) -> bool:
+    """Dropped during the handshake (sshd's MaxStartups, a restarting sshd): worth a retry.
+
+    ``silent``: the attempt used up the connect timeout. A host that says nothing is not transient:
+    retrying only multiplies the wait. paramiko words both cases alike ("Error reading SSH protocol
+    banner", "No existing session"), so the time the attempt took tells them apart.
+    """
     import paramiko
 
+    if silent:
+        return False
     if isinstance(exc, (ConnectionResetError, EOFError)):
         return True
     text = str(exc)
-    # A silent host (no greeting within the timeout) is not transient: retrying only multiplies the wait.
-    return isinstance(exc, paramiko.SSHException) and ("reset" in text.lower() or "Connection closed" in text)
+    dropped = ("reset", "connection closed", "banner", "no existing session")
+    return isinstance(exc, paramiko.SSHException) and any(word in text.lower() for word in dropped)
 
 
-def describe_ssh_error(exc: BaseException, params: SshParams) -> str:
+def describe_ssh_error(exc: BaseException, params: SshParams, silent: bool = True) -> str:
     """One line saying why an SSH connection failed, in OpenSSH's terms, with the next step."""
     import socket
 
@@ -375,8 +384,11 @@ def describe_ssh_error(exc: BaseException, params: SshParams) -> str:
         exc, ConnectionRefusedError
     ):
         return f"connection refused by {where}; is sshd running there?"
-    silent = "banner" in str(exc) or "No existing session" in str(exc)
-    if isinstance(exc, paramiko.SSHException) and silent and "reset" not in str(exc).lower():
+    unanswered = "banner" in str(exc) or "No existing session" in str(exc)
+    if isinstance(exc, paramiko.SSHException) and unanswered and "reset" not in str(exc).lower():
+        if not silent:
+            return (f"{where} closed the connection during the SSH handshake (sshd busy or restarting, "
+                    "or MaxStartups); try again")
         return f"{where} accepted the connection but sent no SSH greeting within {params.connect_timeout}s"
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return f"connection to {where} timed out after {params.connect_timeout}s"

@@ -85,6 +85,84 @@ def test_blackhole_times_out_within_connect_timeout(ssh_client_config, isolated_
     listener.close()
 
 
+class DroppingFront:
+    """A TCP front for the test sshd that closes the first ``drops`` connections at once (as sshd's
+    MaxStartups does under load) and forwards every later one to the real sshd."""
+
+    def __init__(self, sshd_port: int, drops: int) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.sshd_port, self.drops, self.accepted = sshd_port, drops, 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                client, _ = self.listener.accept()
+                self.accepted += 1
+                if self.accepted <= self.drops:
+                    client.close()
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", self.sshd_port))
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+        except OSError:
+            pass  # closed at the end of the test
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _front_worker(ssh_client_config, sshd, front: DroppingFront) -> None:
+    with open(ssh_client_config.config, "a") as cfg:
+        cfg.write(f"\nHost front\n    HostName 127.0.0.1\n    Port {front.port}\n    User {sshd.user}\n"
+                  f"    IdentityFile {sshd.client_key}\n    IdentitiesOnly yes\n")
+    with open(ssh_client_config.known_hosts, "a") as known:
+        known.write(f"[127.0.0.1]:{front.port} {sshd.host_key_line}\n")
+    assert run_p("worker", "register", "front", "--no-check")[0] == 0
+
+
+def test_connection_dropped_before_the_greeting_is_retried(ssh_client_config, sshd):
+    front = DroppingFront(sshd.port, drops=2)
+    try:
+        _front_worker(ssh_client_config, sshd, front)
+        rc, out, err = run_p("-n", "front", "--", "echo", "through")
+        assert rc == 0, err
+        assert b"through" in out
+        assert front.accepted >= 3  # two dropped, then the one that worked
+    finally:
+        front.close()
+
+
+def test_connection_always_dropped_says_so(ssh_client_config, sshd):
+    front = DroppingFront(sshd.port, drops=10**6)
+    try:
+        _front_worker(ssh_client_config, sshd, front)
+        rc, out, err = run_p("-n", "front", "--", "true", timeout=60)
+        assert rc == 1
+        assert "closed the connection during the SSH handshake" in one_line(err)
+        # the agent call's first try and four retries, no more; and the OpenSSH master started beside it
+        assert front.accepted == 5 + 1
+    finally:
+        front.close()
+
+
 def test_auth_failure(ssh_client_config, sshd, tmp_path):
     other = tmp_path / "otherkey"
     import subprocess
