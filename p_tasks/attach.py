@@ -66,7 +66,8 @@ def conclude(job: Job) -> int:
     done = job.status == DONE and job.exit_code is not None
     # `done [exit N]` as in the banner (README, issue): `done [N]` is the `p ls` column's wording.
     state = f"done [exit {job.exit_code}]" if done else job.status_text()
-    print(f"job {job.short_id} {state} in {output.duration(job)}", file=sys.stderr)
+    why = f": {job.failure()}" if job.failure() else ""
+    print(f"job {job.short_id} {state} in {output.duration(job)}{why}", file=sys.stderr)
     return job.exit_code if done else 1
 
 
@@ -86,6 +87,8 @@ def stream(worker: Worker, job: Job, store: Store) -> int:
             f"output stream from {worker.name} ended after {offset} bytes but job {job.short_id} "
             f"is still running; follow it with `p logs -f {job.short_id}`"
         )
+    if job.failure():
+        print(f"p: job {job.short_id} {job.status}: {job.failure()}", file=sys.stderr)
     return job.exit_code if job.status == DONE and job.exit_code is not None else 1
 
 

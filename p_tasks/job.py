@@ -19,6 +19,10 @@ UNKNOWN = "unknown"  # state not confirmed
 ACTIVE = frozenset({STARTING, RUNNING, UNKNOWN})
 FINISHED = frozenset({DONE, STOPPED, FAILED})
 
+# The agent could not write the exit status when the job ended: nearly always a full disk.
+UNRECORDED = ("the worker could not record the job's exit status, its disk is probably full "
+              "(the end of output.log may be missing too)")
+
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -71,6 +75,10 @@ class Job:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 
+    def failure(self) -> str | None:
+        """Why a failed or unknown job is so, when known."""
+        return self.reason if self.status in (FAILED, UNKNOWN) else None
+
     def status_text(self) -> str:
         """The STATUS column: `done [N]` for finished jobs, as in the spec's example."""
         if self.status == DONE:
@@ -83,7 +91,7 @@ class RemoteState:
     """One line of the agent's `status` reply: `ID STATE EXIT STARTED ENDED` (`-` when absent)."""
 
     id: str
-    state: str  # running | done | vanished | missing
+    state: str  # running | done | unrecorded | vanished | missing
     exit_code: int | None
     started_at: float | None
     ended_at: float | None
@@ -105,6 +113,9 @@ def apply_remote(job: Job, remote: RemoteState) -> None:
     elif remote.state == "done":
         job.exit_code, job.ended_at = remote.exit_code, remote.ended_at
         job.status = job.status if job.status == STOPPED else DONE
+    elif remote.state == "unrecorded" and job.status != STOPPED:
+        job.status, job.ended_at = FAILED, remote.ended_at
+        job.reason = UNRECORDED
     elif remote.state in ("vanished", "missing") and job.status != STOPPED:
         job.status = FAILED
         job.reason = f"{remote.state} from the worker without an exit code"

@@ -75,6 +75,7 @@ def job_json(job: Job) -> dict:
         "started_at": iso(job.started_at),
         "ended_at": iso(job.ended_at),
         "duration_s": seconds(job),
+        "reason": job.failure(),
     }
 
 

@@ -27,6 +27,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from . import small_disk
 from .processes import clean_home, terminate
 
 SSHD = "/usr/sbin/sshd"
@@ -76,8 +77,11 @@ class SshServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, login_shell: str = "/bin/bash") -> None:
+    def __init__(self, root: Path, login_shell: str = "/bin/bash", disk_size: str | None = None) -> None:
+        """disk_size (e.g. "2m"): the worker's home is a tmpfs of that size, private to sshd and its
+        sessions (support/small_disk.py), so that a test can fill the worker's disk."""
         self.root = root
+        self.disk_size = disk_size
         self.user = _login_name()
         self.worker_home = root / "worker-home"
         self.log_path = root / "sshd.log"
@@ -254,9 +258,10 @@ class SshServer:
         config = self.root / "sshd_config"
         config.write_text(self._config_text())
         self._check_nss_wrapper()
+        wrap = small_disk.wrapper(self.disk_size, self.worker_home) if self.disk_size else []
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(config), "-E", str(self.log_path)],
+                [*wrap, SSHD, "-D", "-e", "-f", str(config), "-E", str(self.log_path)],
                 env=self._env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,
             )
