@@ -63,7 +63,13 @@ class AgentError(PError):
 
 
 class SyncError(PError):
-    """rsync of the working directory failed; no job was started."""
+    """rsync of the working directory failed; no job was started. ``code``: rsync's exit status
+    (None when rsync did not run); ``transient``: the connection dropped before any work."""
+
+    def __init__(self, message: str, code: int | None = None, transient: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.transient = transient
 
 
 class JobNotFound(UsageError):

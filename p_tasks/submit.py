@@ -171,12 +171,18 @@ def upload(
     plan = plan or sync_plan()
     dest, rsh = worker.rsync_dest(f".p/workdirs/{job.id}/")
     shown = Progress(plan.nbytes) if sys.stderr.isatty() and rsync_has_progress2() else None
+    copy_dest = f"../{base}/" if base else None
     for delay in (*RETRY_DELAYS, None):
         try:
-            sync.run(plan, dest, rsh, ctx, copy_dest=f"../{base}/" if base else None, progress=shown)
+            sync.run(plan, dest, rsh, ctx, copy_dest=copy_dest, progress=shown)
             return
         except SyncError as exc:
-            if delay is None or not getattr(exc, "transient", False):
+            if copy_dest and exc.code == sync.PARTIAL:
+                # The delta base went away during the sync (`p rm`/`p prune` of that earlier job, from
+                # anywhere): the copies already made are the job's own; rsync again, without a base,
+                # into the same workdir, which sends just what is still missing.
+                copy_dest, delay = None, 0
+            elif delay is None or not exc.transient:
                 why = exc.message
                 raise SyncError(f"sync to worker '{worker.name}' failed, no job started: {why}") from None
         time.sleep(delay * (0.5 + random.random()))

@@ -438,10 +438,9 @@ def run(
         finally:
             if progress:
                 progress.clear()
-    if result.exited not in (0, 24):
-        error = SyncError(error_message(result.exited, result.stderr))
-        error.transient = transient(result.exited, result.stderr)
-        raise error
+    if result.exited not in (0, VANISHED):
+        raise SyncError(error_message(result.exited, result.stderr), code=result.exited,
+                        transient=transient(result.exited, result.stderr))
 
 
 _TRANSIENT = re.compile(r"Connection (reset|closed) by|kex_exchange_identification|Session open refused")
@@ -483,10 +482,13 @@ _NO_REMOTE_RSYNC = re.compile(
 _SHELL_NOISE = re.compile(
     r"(?:invalid message .*?\(|server sent \"?'?)(.*?)['\")]|(is your shell clean)", re.S
 )
+PARTIAL = 23  # rsync: some files/attrs were not transferred
+VANISHED = 24  # rsync: some source files vanished while being sent
+
 _HINTS = {
     11: "check the free space and permissions of ~/.p/workdirs on the worker",
     12: "check that rsync works on the worker (`ssh <worker> rsync --version`)",
-    23: "some files could not be read; check their permissions",
+    PARTIAL: "some files could not be read; check their permissions",
     255: "check that `ssh <worker>` works",
 }
 
