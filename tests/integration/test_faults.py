@@ -74,6 +74,67 @@ def test_client_killed_during_sync_leaves_no_running_record(ssh_client_config, s
     assert not (sshd.worker_home / ".p/workdirs" / job_id).exists()
 
 
+def killing_wrapper(bin_dir: Path, tool: str, when: str, after: bool) -> dict[str, str]:
+    """An env whose PATH puts a `tool` first that, when its arguments contain `when` (a word, or ""
+    for any call but --version), SIGKILLs its whole process group: p and everything it started, as a
+    closed laptop lid or `kill -9` would. `after`: once the real tool has finished; else instead."""
+    bin_dir.mkdir(exist_ok=True)
+    real = subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip()
+    script = bin_dir / tool
+    kill = f'case " $* " in *" --version "*) ;; *"{when}"*) kill -KILL 0 ;; esac\n'
+    script.write_text(
+        "#!/bin/sh\n"
+        + ("" if after else kill)
+        + f"'{real}' \"$@\"\n"
+        + "rc=$?\n"
+        + (kill if after else "")
+        + 'exit "$rc"\n'
+    )
+    script.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_client_killed_between_sync_and_start(ssh_client_config, sshd, tmp_path, isolated_home,
+                                              monkeypatch):
+    """SIGKILL right after rsync finished, before the agent's start: no job runs on the worker, the
+    record never says running, and the complete but unused workdir is pruned, not leaked."""
+    register()
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f.txt").write_text("synced\n")
+    env = killing_wrapper(tmp_path / "bin", "rsync", "", after=True)
+    proc = subprocess.run([p_executable(), "-d", "--", "sleep", "30"], cwd=tree, env=env,
+                          start_new_session=True, capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc
+    (job_id, record), = records(isolated_home).items()
+    assert record["status"] == "starting"
+    assert (sshd.worker_home / ".p/workdirs" / job_id / "f.txt").read_text() == "synced\n"
+    assert not (sshd.worker_home / ".p/jobs" / job_id).exists()  # never started
+    age(isolated_home, job_id, 600)
+    rc, out, err = run_p("ls", "-a", "--json")
+    assert [j["status"] for j in json.loads(out)] == ["failed"], err
+    rc, out, err = run_p("prune")
+    assert rc == 0, err
+    assert not (sshd.worker_home / ".p/workdirs" / job_id).exists()
+    assert records(isolated_home) == {}
+
+
+def test_client_killed_after_start_while_streaming(ssh_client_config, sshd, tmp_path, isolated_home):
+    """SIGKILL once the job runs and p streams its output: the job runs on, and p knows it."""
+    register()
+    env = killing_wrapper(tmp_path / "bin", "ssh", " follow ", after=False)
+    proc = subprocess.run([p_executable(), "--", "sh", "-c", "sleep 3; echo finished"], cwd=tmp_path,
+                          env=env, start_new_session=True, capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc
+    (job_id, record), = records(isolated_home).items()
+    assert record["status"] in ("starting", "running")
+    rc, out, err = run_p("ls", "--json")
+    assert [j["id"] for j in json.loads(out)] == [job_id], err
+    rc, out, err = run_p("logs", "-f", job_id, timeout=30)
+    assert rc == 0 and b"finished" in out, err
+    assert json.loads(run_p("ls", "-a", "--json")[1])[0]["status"] == "done"
+
+
 def test_client_killed_after_start_job_known_and_running(ssh_client_config, sshd, tmp_path,
                                                          isolated_home, monkeypatch):
     """Killed between the worker's start and the record update: the job is reconciled, not lost."""
