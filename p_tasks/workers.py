@@ -260,6 +260,8 @@ class SshWorker(Worker):
             try:
                 return exec_with_stdin(self.connect(), "sh -s", script.encode())
             except Exception as exc:  # noqa: BLE001 - translated into one line below
+                hop = self._conn.connect_kwargs.get("sock") if self._conn else None
+                exc = getattr(hop, "failure", None) or exc  # the hop's own reason, if it failed
                 self.close()
                 silent = time.monotonic() - began >= self.params.connect_timeout * 0.9
                 if delay is None or not is_transient(exc, silent):
@@ -331,19 +333,19 @@ def build_connection(params: SshParams, name: str):
         "banner_timeout": params.connect_timeout,
         "auth_timeout": params.connect_timeout,
     }
-    gateway = None
     if params.proxy_jump:
-        jump = shlex.join(hop_argv())
-        # host and port spelled out: Fabric expands %p from a dummy ssh_config, where it is always 22
+        from .hop import HopProxy
+
+        # host and port spelled out (Fabric's own gateway expands %p from a dummy ssh_config, to 22)
         host = f"[{params.hostname}]" if ":" in params.hostname else params.hostname
-        gateway = f"{jump} -W {shlex.quote(f'{host}:{params.port}')} -- {shlex.quote(params.proxy_jump)}"
+        kwargs["sock"] = HopProxy(shlex.join([*hop_argv(), "-W", f"{host}:{params.port}", "--",
+                                              params.proxy_jump]))
     conn = Connection(
         host=params.hostname,
         user=params.user,
         port=params.port,
         connect_timeout=params.connect_timeout,
         connect_kwargs=kwargs,
-        gateway=gateway,
         inline_ssh_env=True,
     )
     conn.client.set_missing_host_key_policy(RejectPolicy())
@@ -377,7 +379,15 @@ def describe_ssh_error(exc: BaseException, params: SshParams, silent: bool = Tru
 
     import paramiko
 
+    from .hop import HopFailed
+
     where = f"{params.hostname}:{params.port}"
+    if isinstance(exc, HopFailed):
+        hint = "run `ssh " + params.proxy_jump + "` once to see why"
+        if "host key" in exc.reason.lower():
+            hint = (f"its host key is unknown or has changed; check it with `ssh {params.proxy_jump}`, "
+                    "which records it in known_hosts")
+        return f"the ProxyJump hop '{params.proxy_jump}' failed: {exc.reason}; {hint}"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve host name '{params.hostname}' (DNS); check the name or ~/.ssh/config"
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) or isinstance(
