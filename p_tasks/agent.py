@@ -87,29 +87,33 @@ def build_script(verb: str, args: list[str], install: bool = False) -> str:
 
 
 def call(
-    worker: Worker, verb: str, *args: str, quick: bool = False, secret_env: dict[str, str] | None = None
+    worker: Worker, verb: str, *args: str, quick: bool = False, secret_env: dict[str, str] | None = None,
+    through_master: float | None = None,
 ) -> Reply:
     """Run one agent verb on ``worker``; raise AgentError if it fails.
 
     ``quick``: short timeout, through OpenSSH rather than Fabric (keeps `p ls` light and bounded).
     ``secret_env``: variables for the agent's environment whose values must not reach any command
     line or log (the job's -e values).
+    ``through_master``: through the OpenSSH master, the reply due within that many seconds.
     """
-    reply = _run(worker, verb, list(args), install=False, quick=quick, secret_env=secret_env)
+    how = {"quick": quick, "secret_env": secret_env, "through_master": through_master}
+    reply = _run(worker, verb, list(args), install=False, **how)
     if reply.exited == OUTDATED:
         log.debug("agent on %s missing or outdated; installing", worker.name)
-        reply = _run(worker, verb, list(args), install=True, quick=quick, secret_env=secret_env)
+        reply = _run(worker, verb, list(args), install=True, **how)
     if reply.exited != 0:
         raise AgentError(worker.name, verb, _last_line(reply.stderr) or f"exit status {reply.exited}")
     return reply
 
 
 def _run(worker: Worker, verb: str, args: list[str], install: bool, quick: bool,
-         secret_env: dict[str, str] | None = None) -> Reply:
+         secret_env: dict[str, str] | None = None, through_master: float | None = None) -> Reply:
     log.debug("agent %s %s on %s (install=%s)", verb, args, worker.name, install)
     if secret_env:
         log.debug("agent %s: environment given by name only: %s", verb, sorted(secret_env))
-    result = worker.run_script(build_script(verb, args, install), quick=quick, secret_env=secret_env)
+    result = worker.run_script(build_script(verb, args, install), quick=quick, secret_env=secret_env,
+                               through_master=through_master)
     head, sep, text = result.stdout.partition(MARKER + "\n")
     return Reply(result.exited, text if sep else "", result.stderr)
 

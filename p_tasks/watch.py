@@ -20,6 +20,8 @@ from .job import RUNNING, Job, RemoteState, apply_remote
 from .store import Store
 
 WAIT_SECONDS = 5  # also how soon a job started meanwhile joins the wait
+# The agent's `wait` replies at most ~1.5 s after WAIT_SECONDS; a reply later than this is a lost link.
+REPLY_SECONDS = WAIT_SECONDS + 10
 
 
 def lock_path(worker: str) -> Path:
@@ -65,7 +67,9 @@ def watch(worker_name: str) -> int:
     worker = open_worker(cfg.get(worker_name))
     try:
         while jobs := running_jobs(store, worker_name):
-            reply = agent.call(worker, "wait", str(WAIT_SECONDS), *(j.id for j in jobs))
+            # Through the OpenSSH master that `p` just used: no handshake of its own once warm.
+            reply = agent.call(worker, "wait", str(WAIT_SECONDS), *(j.id for j in jobs),
+                               through_master=REPLY_SECONDS)
             for line in reply.lines():
                 fold(store, RemoteState.parse(line), cfg)
     except PError:

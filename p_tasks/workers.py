@@ -135,10 +135,13 @@ class Worker:
     stream_marker: str | None = None  # a byte stream from process_argv starts after this line
 
     def run_script(
-        self, script: str, quick: bool = False, secret_env: dict[str, str] | None = None
+        self, script: str, quick: bool = False, secret_env: dict[str, str] | None = None,
+        through_master: float | None = None,
     ) -> ScriptResult:
         """Run a sh script; ``quick`` means a short connect timeout and no Fabric import (for p ls);
-        ``secret_env`` reaches the script's environment without appearing on any command line."""
+        ``secret_env`` reaches the script's environment without appearing on any command line;
+        ``through_master``: over the OpenSSH master (no new handshake once warm, no Fabric import),
+        the reply due within that many seconds (the background watcher's long waits)."""
         raise NotImplementedError
 
     def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
@@ -162,7 +165,8 @@ class LocalWorker(Worker):
         self.connection = LOCAL
 
     def run_script(
-        self, script: str, quick: bool = False, secret_env: dict[str, str] | None = None
+        self, script: str, quick: bool = False, secret_env: dict[str, str] | None = None,
+        through_master: float | None = None,
     ) -> ScriptResult:
         from invoke import Context
 
@@ -248,19 +252,31 @@ class SshWorker(Worker):
         return f"{host}:{path}", ["ssh", *self.ssh_options()]
 
     def run_script(
-        self, script: str, quick: bool = False, secret_env: dict[str, str] | None = None
+        self, script: str, quick: bool = False, secret_env: dict[str, str] | None = None,
+        through_master: float | None = None,
     ) -> ScriptResult:
         # The script travels on stdin, so exported assignments at its top are on no command line.
         exports = "".join(f"{k}={shlex.quote(v)}; export {k}\n" for k, v in (secret_env or {}).items())
         script = exports + script
         if quick:
-            return self._run_openssh(script)
+            return self._run_openssh(script, QUICK_TIMEOUT, QUICK_TIMEOUT + 1)
+        if through_master is not None:
+            return self._run_openssh(script, self.params.connect_timeout, through_master)
+        return exec_with_stdin(self.connect_open(), "sh -s", script.encode(), self._lost)
+
+    def connect_open(self):
+        """The Fabric connection, logged in. A connection dropped during the handshake (sshd's
+        MaxStartups under load, a restarting sshd) is retried; anything else fails at once in one line.
+        Only the handshake itself is timed, never the imports before it: a busy client must not make
+        a live server look silent."""
         for delay in (*RETRY_DELAYS, None):
+            conn = self.connect()
             began = time.monotonic()
             try:
-                return exec_with_stdin(self.connect(), "sh -s", script.encode())
+                conn.open()
+                return conn
             except Exception as exc:  # noqa: BLE001 - translated into one line below
-                hop = self._conn.connect_kwargs.get("sock") if self._conn else None
+                hop = conn.connect_kwargs.get("sock")
                 exc = getattr(hop, "failure", None) or exc  # the hop's own reason, if it failed
                 self.close()
                 silent = time.monotonic() - began >= self.params.connect_timeout * 0.9
@@ -269,15 +285,21 @@ class SshWorker(Worker):
             time.sleep(delay * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
-    def _run_openssh(self, script: str) -> ScriptResult:
-        """The same call through OpenSSH (shares the ControlMaster), bounded by QUICK_TIMEOUT."""
-        argv = ["ssh", "-T", *self.ssh_options(connect_timeout=QUICK_TIMEOUT)]
+    def _lost(self, exc: BaseException) -> WorkerUnreachable:
+        """The connection broke after login, while a script ran."""
+        self.close()
+        return WorkerUnreachable(self.name, describe_ssh_error(exc, self.params, silent=False))
+
+    def _run_openssh(self, script: str, connect_timeout: int, reply_timeout: float) -> ScriptResult:
+        """The same call through OpenSSH, sharing the ControlMaster (a warm worker costs no new
+        handshake); the reply must come within ``reply_timeout`` seconds."""
+        argv = ["ssh", "-T", *self.ssh_options(connect_timeout=connect_timeout)]
         argv += ["--", self.target.host, "sh -s"]
         try:
             done = subprocess.run(argv, input=script.encode(), capture_output=True,
-                                  timeout=QUICK_TIMEOUT + 1, check=False)
+                                  timeout=reply_timeout, check=False)
         except subprocess.TimeoutExpired:
-            raise WorkerUnreachable(self.name, f"no answer within {QUICK_TIMEOUT + 1}s") from None
+            raise WorkerUnreachable(self.name, f"no answer within {reply_timeout:g}s") from None
         stderr = done.stderr.decode("utf-8", "replace")
         if done.returncode == 255:
             lines = [ln for ln in stderr.splitlines() if ln.strip()]
@@ -296,14 +318,17 @@ class SshWorker(Worker):
             self._conn = None
 
 
-def exec_with_stdin(conn, command: str, data: bytes) -> ScriptResult:
+def exec_with_stdin(conn, command: str, data: bytes, lost) -> ScriptResult:
     """Run ``command`` on the Fabric connection's transport, feed ``data`` to its stdin, collect output.
+    ``lost(exc)`` builds the error raised when the connection breaks meanwhile.
 
     A plain paramiko session rather than ``Connection.run``: invoke's stdin pump polls, and fails with
     "Socket is closed" when the remote side exits before reading all of its input.
     """
-    conn.open()
-    channel = conn.client.get_transport().open_session(timeout=conn.connect_timeout)
+    try:
+        channel = conn.client.get_transport().open_session(timeout=conn.connect_timeout)
+    except Exception as exc:  # noqa: BLE001 - translated into one line
+        raise lost(exc) from None
     try:
         channel.exec_command(command)
         try:
@@ -315,6 +340,8 @@ def exec_with_stdin(conn, command: str, data: bytes) -> ScriptResult:
         stderr = channel.makefile_stderr("rb").read()
         return ScriptResult(channel.recv_exit_status(), stdout.decode("utf-8", "replace"),
                             stderr.decode("utf-8", "replace"))
+    except Exception as exc:  # noqa: BLE001 - translated into one line
+        raise lost(exc) from None
     finally:
         channel.close()
 
