@@ -181,12 +181,14 @@ def test_big_sync_on_a_terminal_asks(repo, isolated_home, terminal):
 
 @pytest.fixture
 def slow_rsync(tmp_path) -> dict[str, str]:
-    """PATH with an `rsync` that sends at 12 MB/s (--bwlimit), so that a 40 MB sync takes ~3 s."""
+    """PATH with an `rsync` that sends at 12 MB/s (--bwlimit) for a sync (--files-from) or a pull
+    (--safe-links), so that a 40 MB one takes ~3 s."""
     bindir = tmp_path / "slow-bin"
     bindir.mkdir()
     real = shutil.which("rsync")
     (bindir / "rsync").write_text(
-        f'#!/bin/sh\ncase "$*" in *--files-from*) exec {real} --bwlimit=12000 "$@";; esac\nexec {real} "$@"\n'
+        f'#!/bin/sh\ncase "$*" in *--files-from*|*--safe-links*) exec {real} --bwlimit=12000 "$@";; esac\n'
+        f'exec {real} "$@"\n'
     )
     (bindir / "rsync").chmod(0o755)
     return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
@@ -214,6 +216,55 @@ def test_progress_on_a_terminal_then_cleared(repo, slow_rsync, terminal, request
     screen = t.capture()
     assert "p: sync" not in screen and "ETA" not in screen  # cleared when done
     assert re.search(r"^[0-9a-f-]{36}$", screen, re.M), screen  # the job id, on a clean line
+
+
+PULL_LINE = re.compile(r"p: pull  (\S+) (k?MB)  (\d+)%  (\S+) [kM]B/s  ETA \d+:\d\d:\d\d")
+
+
+@pytest.fixture(params=["local", "ssh"])
+def big_result(request, repo, isolated_home) -> tuple[list[str], str]:
+    """(worker words, job id) of a finished job that left a 30 MB out.bin in its workdir."""
+    words = []
+    if request.param == "ssh":
+        request.getfixturevalue("ssh_client_config")
+        assert run_p("worker", "register", "testworker", "-n", "tw")[0] == 0
+        words = ["tw"]
+    rc, out, err = run_p(*words, "--", "sh", "-c", "head -c 30000000 /dev/urandom > out.bin")
+    assert rc == 0, err
+    [record] = records(isolated_home)
+    return words, record["id"]
+
+
+def test_no_pull_progress_when_stderr_is_not_a_terminal(big_result, slow_rsync, tmp_path):
+    _, job_id = big_result
+    rc, out, err = run_p("pull", job_id, "out.bin", str(tmp_path / "got.bin"), env=slow_rsync)
+    assert (rc, err) == (0, b"")
+    assert out == f"pulled out.bin from job {job_id[:8]} to {tmp_path / 'got.bin'}\n".encode()
+    assert (tmp_path / "got.bin").stat().st_size == 30_000_000
+
+
+def test_pull_progress_on_a_terminal_then_cleared(big_result, slow_rsync, terminal, tmp_path):
+    _, job_id = big_result
+    t = terminal(f"p pull {job_id[:8]} out.bin got.bin", cwd=tmp_path, env=slow_rsync)
+    match = t.wait_for(PULL_LINE, timeout=15)
+    assert 0 < int(match.group(3)) < 100  # rsync's own percentage: p does not know the total
+    assert t.exit_status(timeout=30) == 0
+    screen = t.capture()
+    assert "p: pull" not in screen and "ETA" not in screen  # cleared when done
+    assert re.search(rf"^pulled out\.bin from job {job_id[:8]} to got\.bin$", screen, re.M), screen
+    assert (tmp_path / "got.bin").stat().st_size == 30_000_000
+
+
+def test_failed_pull_on_a_terminal_clears_the_line_and_says_why(big_result, terminal, tmp_path):
+    """rsync's stderr stays captured for p's one-line error, progress or not."""
+    _, job_id = big_result
+    (tmp_path / "a-file").write_text("")  # as a directory, it fails for root too
+    t = terminal(f"p pull {job_id[:8]} out.bin a-file/got.bin", cwd=tmp_path)
+    assert t.exit_status(timeout=30) == 1
+    screen = t.capture()
+    assert re.search(rf"^p: pull from job {job_id[:8]} failed: sync failed \(rsync exit \d+\): ", screen,
+                     re.M), screen
+    assert "p: pull " not in screen.replace("p: pull from", "")
 
 
 # ---------------------------------------------------------------------------------------------------
