@@ -218,6 +218,24 @@ def test_progress_on_a_terminal_then_cleared(repo, slow_rsync, terminal, request
     assert re.search(r"^[0-9a-f-]{36}$", screen, re.M), screen  # the job id, on a clean line
 
 
+def test_progress_follows_stderr_not_stdout(repo, slow_rsync, terminal, tmp_path):
+    """In a terminal: stderr to a file draws nothing there; stdout piped with stderr on the terminal
+    still shows the line, and the pipe gets only the job id."""
+    big_file(repo / "blob", 40_000_000)
+    err_file, out_file = tmp_path / "err.txt", tmp_path / "out.txt"
+    t = terminal(f"p -d -- true 2>{err_file}", cwd=repo, env=slow_rsync)
+    assert t.exit_status(timeout=30) == 0
+    assert err_file.read_bytes() == b""
+    assert re.fullmatch(r"[0-9a-f-]{36}", t.capture().strip()), t.capture()
+    (repo / "blob").unlink()
+    big_file(repo / "blob2", 40_000_000)  # a new name: the earlier workdir is no delta base for it
+    t = terminal(f"p -d -- true | cat >{out_file}", cwd=repo, env=slow_rsync)
+    t.wait_for(re.compile(r"p: sync  \S+ k?MB / 40(?:\.\d)? MB  \d+%"), timeout=15)
+    assert t.exit_status(timeout=30) == 0
+    assert t.capture().strip() == ""  # the line was cleared, and nothing else went to the terminal
+    assert re.fullmatch(rb"[0-9a-f-]{36}\n", out_file.read_bytes()), out_file.read_bytes()
+
+
 PULL_LINE = re.compile(r"p: pull  (\S+) (k?MB)  (\d+)%  (\S+) [kM]B/s  ETA \d+:\d\d:\d\d")
 
 
