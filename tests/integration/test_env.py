@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -73,13 +74,16 @@ def test_bad_env_options(target):
         assert rc == 2 and fragment in err.decode(), (args, err)
 
 
-def test_local_values_are_not_on_any_command_line(isolated_home, tmp_path, monkeypatch):
-    """The local worker gets the script as `sh -c <script>`: the values must not be in it."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "f").write_text("x")
-    proc = subprocess.Popen(["p", "-d", "-e", "TOKEN=zz-secret-zz", "--", "sleep", "2"],
+def test_values_are_not_on_any_command_line(target, isolated_home):
+    """The local worker gets the script as `sh -c <script>`, an SSH worker its agent calls and rsync
+    over ssh (the sshd is on this machine, so the worker's side shows in /proc too): the value must be
+    on none of those command lines while the job starts."""
+    words, _ = target
+    value = f"zz-{uuid.uuid4().hex}-zz"  # other tests may run at the same time
+    typed = f"\0-e\0TOKEN={value}\0".encode()
+    proc = subprocess.Popen(["p", "-d", "-e", f"TOKEN={value}", *words, "--", "sleep", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    seen = []
+    seen, agents = [], set()
 
     def scan():
         for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -89,11 +93,55 @@ def test_local_values_are_not_on_any_command_line(isolated_home, tmp_path, monke
                 continue
             # p's own argv was typed by the user (-e NAME keeps a value off it); a child p has just
             # forked shows that same argv until it execs, so only other command lines count
-            if b"zz-secret-zz" in text and b"\0-e\0TOKEN=zz-secret-zz\0" not in text:
+            if value.encode() in text and typed not in text:
                 seen.append((cmdline, text))
+            if b"p-agent\0" in text or b"p-agent run-job" in text:
+                agents.add(text)
         return proc.poll() is not None
 
     retry_until(scan, timeout=30, interval=0.01)
     assert proc.returncode == 0, proc.stderr.read()
     assert not seen
+    job_id = proc.stdout.read().decode().strip().encode()
+    assert any(job_id in text for text in agents), agents  # the scan did see the worker's side
     assert os.environ.get("TOKEN") is None
+
+
+def agent_statusline(p_home: Path, job_id: str) -> str:
+    """What the job's tmux status bar shows: the agent's `statusline` verb, run as the worker would
+    (the sshd's worker is this machine's user with another HOME)."""
+    done = subprocess.run(["sh", str(p_home / "bin/p-agent"), "statusline", f"p-{job_id[:8]}"],
+                          env={**os.environ, "HOME": str(p_home.parent)}, capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode()
+
+
+def test_status_bar_shows_names_never_values(target, isolated_home):
+    words, p_home = target
+    rc, out, err = run_p("-d", "-e", "TOKEN=zz-bar-secret-zz", "--env-file", "/dev/null", *words, "--",
+                         "sh", "-c", 'echo "$TOKEN" > seen; sleep 30')
+    assert rc == 0, err
+    job_id = out.decode().strip()
+    retry_until(lambda: (p_home / "workdirs" / job_id / "seen").exists(), timeout=20)
+    assert (p_home / "workdirs" / job_id / "seen").read_text() == "zz-bar-secret-zz\n"
+    line = agent_statusline(p_home, job_id)
+    assert "[running]" in line and 'echo "$TOKEN"' in line and "zz-bar-secret-zz" not in line, line
+    status_left = subprocess.run(["tmux", "-S", str(p_home / "tmux.sock"), "show-options", "-t",
+                                  f"=p-{job_id[:8]}:", "status-left"], capture_output=True, text=True)
+    assert "statusline" in status_left.stdout and "zz-bar" not in status_left.stdout, status_left
+    assert run_p("stop", job_id, "--timeout", "2")[0] == 0
+    line = retry_until(lambda: "[exit " in (s := agent_statusline(p_home, job_id)) and s, timeout=20)
+    assert "zz-bar-secret-zz" not in line, line
+
+
+def test_prune_removes_the_worker_side_copy(target, isolated_home):
+    words, p_home = target
+    rc, out, err = run_p("-e", "TOKEN=zz-prune-secret-zz", *words, "--", "true")
+    assert rc == 0, err
+    [record] = (isolated_home / ".local/share/p/jobs").glob("*.json")
+    env_path = p_home / "jobs" / record.stem / "env"
+    assert b"zz-prune-secret-zz" in env_path.read_bytes()
+    rc, out, err = run_p("prune")
+    assert rc == 0, err
+    assert not env_path.exists() and not env_path.parent.exists()
+    assert not record.exists()
