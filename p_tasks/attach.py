@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 from . import agent, output
 from .exceptions import PError, WorkerUnreachable
@@ -37,7 +38,7 @@ def attach(worker: Worker, job: Job, store: Store) -> int:
             "(Ctrl+B D detaches your own tmux)",
             file=sys.stderr,
         )
-    rc = subprocess.call(worker.process_argv(["attach", job.id], tty=True))
+    rc = subprocess.call(worker.attach_argv(["attach", job.id]))
     try:
         refresh(worker, job, store)
     except WorkerUnreachable:
@@ -80,7 +81,7 @@ def lost(worker: Worker, job: Job) -> PError:
 
 def stream(worker: Worker, job: Job, store: Store) -> int:
     """Copy the job's output.log to stdout byte for byte until the job ends; return its exit code."""
-    offset = pump(worker.process_argv(["follow", job.id, "0", "1"]), worker.stream_marker)
+    offset = agent.stream(worker, "follow", job.id, "0", "1").copied
     refresh(worker, job, store)
     if job.status == RUNNING:
         raise PError(
@@ -92,20 +93,52 @@ def stream(worker: Worker, job: Job, store: Store) -> int:
     return job.exit_code if job.status == DONE and job.exit_code is not None else 1
 
 
-def pump(argv: list[str], marker: str | None = None) -> int:
-    """Run ``argv`` and copy its stdout to ours unchanged; return the number of bytes copied.
-
-    With ``marker``, everything up to and including the line ``marker`` is dropped first: what a
-    worker's login shell printed at start-up is not the job's output.
-    """
+def pump(argv: list[str], marker: str, script: bytes) -> tuple[int, int, bytes]:
+    """Run ``argv`` with ``script`` on its stdin and copy its stdout to ours unchanged, from the line
+    ``marker`` on (what a worker's login shell printed at start-up is not the job's output).
+    Return (bytes copied, exit status, stderr)."""
     sys.stdout.flush()
     out = sys.stdout.fileno()
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
+    with tempfile.TemporaryFile() as errors, subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors
+    ) as proc:
+        try:
+            proc.stdin.write(script)  # read whole before any output: the script ends with an exec
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it ended early; its exit status says why
         source = proc.stdout.fileno()
-        first = skip_marker(source, marker.encode() + b"\n") if marker else b""
-        copied = write_all(out, first)
-        while chunk := os.read(source, CHUNK):
-            copied += write_all(out, chunk)
+        widen_pipe(source)
+        first = skip_marker(source, marker.encode() + b"\n")
+        copied = write_all(out, first) + copy_rest(source, out)
+        exited = proc.wait()
+        errors.seek(0)
+        return copied, exited, errors.read()
+
+
+def widen_pipe(fd: int) -> None:
+    """A 1 MiB pipe buffer (Linux) instead of 64 KiB: fewer wake-ups on a bulk stream."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+    except (AttributeError, OSError):
+        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default works, only slower
+
+
+def copy_rest(source: int, out: int) -> int:
+    """Copy the pipe ``source`` to ``out`` until it ends, in the kernel (splice) where ``out`` allows
+    it (a file, a pipe, /dev/null), else through a buffer (a terminal, an O_APPEND file)."""
+    copied = 0
+    try:
+        while moved := os.splice(source, out, CHUNK):
+            copied += moved
+        return copied
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError) or copied and not isinstance(exc, AttributeError):
+            raise
+    while chunk := os.read(source, CHUNK):
+        copied += write_all(out, chunk)
     return copied
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import sys
 import time
 
-from . import config
-from .attach import attach, pump, refresh
-from .exceptions import PError, UsageError, WorkerUnreachable
+from . import agent, config
+from .attach import attach, refresh
+from .exceptions import AgentError, PError, UsageError, WorkerUnreachable
 from .job import ACTIVE, DONE, RUNNING, STOPPED, Job
 from .store import Store
 from .workers import Worker, open_worker
 
 RECONNECT_TRIES = 30
+UNREACHABLE = 255  # ssh's exit status when the connection failed or dropped
 
 
 def open_job(prefix: str) -> tuple[Job, Worker, Store]:
@@ -42,11 +43,16 @@ def show_logs(prefix: str, follow: bool, tail: int | None) -> int:
         raise UsageError("--tail needs a number of lines >= 0")
     job, worker, store = open_job(prefix)
     try:
-        refresh(worker, job, store)  # a checked agent call first: installs or repairs the agent
         if tail is not None or not follow:
+            # One call: the stream itself installs or repairs the agent (agent.stream).
             words = ["tail", job.id, str(tail)] if tail is not None else ["follow", job.id, "0", "0"]
-            pump(worker.process_argv(words), worker.stream_marker)
+            streamed = agent.stream(worker, *words)
+            if streamed.exited == UNREACHABLE:
+                raise WorkerUnreachable(worker.name, streamed.error_line())
+            if streamed.exited != 0:
+                raise AgentError(worker.name, words[0], streamed.error_line())
             return 0
+        refresh(worker, job, store)
         return follow_log(worker, job, store)
     finally:
         worker.close()
@@ -56,7 +62,7 @@ def follow_log(worker: Worker, job: Job, store: Store) -> int:
     """Print the log until the job ends; after a dropped connection resume at the byte reached."""
     offset, tries = 0, 0
     while True:
-        offset += pump(worker.process_argv(["follow", job.id, str(offset), "1"]), worker.stream_marker)
+        offset += agent.stream(worker, "follow", job.id, str(offset), "1").copied
         try:
             refresh(worker, job, store)
         except WorkerUnreachable:
@@ -69,11 +75,7 @@ def follow_log(worker: Worker, job: Job, store: Store) -> int:
         time.sleep(min(tries, 5))
 
 
-
-
 def stop_job(prefix: str, timeout: float) -> str:
-    from . import agent
-
     job, worker, store = open_job(prefix)
     try:
         refresh(worker, job, store)
@@ -90,8 +92,6 @@ def stop_job(prefix: str, timeout: float) -> str:
 
 def remove_job(job: Job, worker: Worker, store: Store, force: bool) -> int:
     """Remove the remote job dir and workdir, then the record; return KiB freed on the worker."""
-    from . import agent
-
     if job.status in ACTIVE and not force:
         raise UsageError(f"job {job.short_id} is {job.status}; stop it first or use --force")
     reply = agent.call(worker, "rm", job.id).fields()

@@ -5,8 +5,8 @@ A worker offers two planes (docs/design.md):
 * ``run_script(script)``: run a POSIX sh script on the worker (``sh -s`` with the script on stdin) and
   return its result. SSH workers use one Fabric ``Connection`` per p invocation with strict host keys;
   the built-in ``local`` worker uses an ``invoke.Context``.
-* ``process_argv(words, tty)`` / ``rsync_dest(path)``: argv for local processes (OpenSSH sharing a private
-  ControlMaster socket) that carry bytes and terminals: attach, log streams, rsync.
+* ``script_argv()`` / ``attach_argv(words)`` / ``rsync_dest(path)``: argv for local processes (OpenSSH
+  sharing a private ControlMaster socket) that carry bytes and terminals: log streams, attach, rsync.
 
 Later placement (several workers, Slurm login nodes) plugs in here and in ``launch`` on the agent side.
 """
@@ -32,7 +32,6 @@ from .target import Target, parse
 CONNECT_TIMEOUT = 10
 CONTROL_PERSIST = "60s"
 QUICK_TIMEOUT = 3
-STREAM_MARKER = "@@p-agent-stream@@"
 RETRY_DELAYS = (0.3, 0.8, 1.5, 3.0)  # for connections dropped before any work (sshd MaxStartups, …)
 
 
@@ -132,8 +131,6 @@ class Worker:
 
     name: str
     connection: str
-    stream_marker: str | None = None  # a byte stream from process_argv starts after this line
-
     def run_script(
         self, script: str, quick: bool = False, secret_env: dict[str, str] | None = None,
         through_master: float | None = None,
@@ -144,7 +141,12 @@ class Worker:
         the reply due within that many seconds (the background watcher's long waits)."""
         raise NotImplementedError
 
-    def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
+    def script_argv(self) -> list[str]:
+        """A local process running the sh script on its stdin on the worker, stdout a byte stream."""
+        raise NotImplementedError
+
+    def attach_argv(self, words: list[str]) -> list[str]:
+        """A local process running the agent with ``words`` on the worker, in this terminal."""
         raise NotImplementedError
 
     def rsync_dest(self, path: str) -> tuple[str, list[str] | None]:
@@ -176,7 +178,10 @@ class LocalWorker(Worker):
                                env=dict(secret_env or {}))
         return ScriptResult(result.exited, result.stdout, result.stderr)
 
-    def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
+    def script_argv(self) -> list[str]:
+        return ["sh", "-s"]
+
+    def attach_argv(self, words: list[str]) -> list[str]:
         return ["sh", str(Path.home() / ".p/bin/p-agent"), *words]
 
     def rsync_dest(self, path: str) -> tuple[str, list[str] | None]:
@@ -185,8 +190,6 @@ class LocalWorker(Worker):
 
 class SshWorker(Worker):
     """A worker reached over SSH."""
-
-    stream_marker = STREAM_MARKER
 
     def __init__(self, name: str, connection: str, strict: str = "yes") -> None:
         self.name = name
@@ -239,13 +242,16 @@ class SshWorker(Worker):
             subprocess.run(start, stdin=subprocess.DEVNULL, capture_output=True, check=False,
                            timeout=self.params.connect_timeout + 10)
 
-    def process_argv(self, words: list[str], tty: bool = False) -> list[str]:
+    def script_argv(self, connect_timeout: int | None = None) -> list[str]:
+        # `sh -s` reads the same in every login shell (bash, dash, zsh, fish); the script is data.
+        return ["ssh", "-T", *self.ssh_options(connect_timeout=connect_timeout), "--", self.target.host,
+                "sh -s"]
+
+    def attach_argv(self, words: list[str]) -> list[str]:
         # Only safe words reach the login shell: verbs, UUIDs, numbers. ssh starts in $HOME.
         remote = shlex.join(["sh", ".p/bin/p-agent", *words])
-        if not tty:  # what the login shell's start-up files print ends before this line
-            remote = f"echo {STREAM_MARKER}; {remote}"
-        quiet = ["-o", "LogLevel=ERROR"] if tty else []  # no "Shared connection … closed." on screen
-        return ["ssh", "-t" if tty else "-T", *self.ssh_options(), *quiet, "--", self.target.host, remote]
+        quiet = ["-o", "LogLevel=ERROR"]  # no "Shared connection … closed." on screen
+        return ["ssh", "-t", *self.ssh_options(), *quiet, "--", self.target.host, remote]
 
     def rsync_dest(self, path: str) -> tuple[str, list[str] | None]:
         host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
@@ -293,11 +299,9 @@ class SshWorker(Worker):
     def _run_openssh(self, script: str, connect_timeout: int, reply_timeout: float) -> ScriptResult:
         """The same call through OpenSSH, sharing the ControlMaster (a warm worker costs no new
         handshake); the reply must come within ``reply_timeout`` seconds."""
-        argv = ["ssh", "-T", *self.ssh_options(connect_timeout=connect_timeout)]
-        argv += ["--", self.target.host, "sh -s"]
         try:
-            done = subprocess.run(argv, input=script.encode(), capture_output=True,
-                                  timeout=reply_timeout, check=False)
+            done = subprocess.run(self.script_argv(connect_timeout), input=script.encode(),
+                                  capture_output=True, timeout=reply_timeout, check=False)
         except subprocess.TimeoutExpired:
             raise WorkerUnreachable(self.name, f"no answer within {reply_timeout:g}s") from None
         stderr = done.stderr.decode("utf-8", "replace")

@@ -122,7 +122,7 @@ def test_client_killed_between_sync_and_start(ssh_client_config, sshd, tmp_path,
 def test_client_killed_after_start_while_streaming(ssh_client_config, sshd, tmp_path, isolated_home):
     """SIGKILL once the job runs and p streams its output: the job runs on, and p knows it."""
     register()
-    env = killing_wrapper(tmp_path / "bin", "ssh", " follow ", after=False)
+    env = killing_wrapper(tmp_path / "bin", "ssh", " sh -s ", after=False)
     proc = subprocess.run([p_executable(), "--", "sh", "-c", "sleep 3; echo finished"], cwd=tmp_path,
                           env=env, start_new_session=True, capture_output=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc

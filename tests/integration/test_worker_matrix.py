@@ -441,9 +441,6 @@ def test_worker_home_with_spaces(spaced_server, shell, isolated_home, tmp_path, 
     assert worker_facts()["state"] == "ok"
 
 
-@pytest.mark.xfail(strict=True, reason="fish without a UTF-8 locale (sshd without PAM sets no LANG) "
-                   "re-encodes a non-ASCII $HOME before `sh -s` runs: the agent makes ~/.p in a wrong, "
-                   "new directory, and rsync (relative to the real home) fails")
 def test_non_ascii_home_with_fish(isolated_home, tmp_path, monkeypatch):
     root = Path(tempfile.mkdtemp(prefix="p", dir="/tmp"))
     srv = WorkerServer(root, home="hömé")
