@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from . import agent, attach, config, jobenv, sizes, sync
+from .config import LOCAL
 from .exceptions import ConfigError, PError, SyncError, UsageError, WorkerUnfit
 from .job import FAILED, RUNNING, UNKNOWN, Job, new_id
 from .progress import Progress, rsync_has_progress2
@@ -76,7 +77,7 @@ def submit(
     if not argv or argv == [""]:
         raise UsageError("nothing to run after `--`; usage: p [<worker>] -- <command> [<arg>...]")
     cfg = config.load()
-    if not worker_name and cfg.default_worker and not cfg.find(cfg.default_worker):
+    if not worker_name and cfg.default_worker not in (None, LOCAL) and not cfg.find(cfg.default_worker):
         raise ConfigError(
             f"default_worker '{cfg.default_worker}' in {cfg.path} is not a registered worker; "
             "fix it with `p worker default <name>`"

@@ -9,6 +9,7 @@ from invoke import task
 from .. import config
 from ..config import LOCAL
 from ..exceptions import UsageError
+from ..job import Job
 from ..store import Store
 
 
@@ -58,21 +59,44 @@ def ls(c, check=False, json=False, timeout=None):
 
 @task(name="rm", positional=["name"], help={"name": "the worker to unregister"})
 def rm(c, name):
-    """Unregister a worker; refused while it has running jobs."""
+    """Unregister a worker; refused while it has unfinished jobs.
+
+    Removing the default worker makes the first remaining one the default (`local` when none is left).
+    """
     if name == LOCAL:
-        raise UsageError("`local` is built in and cannot be removed")
-    running = [j for j in Store().jobs(active_only=True) if j.worker == name]
-    if running:
-        ids = ", ".join(j.short_id for j in running)
-        raise UsageError(f"worker '{name}' has running jobs ({ids}); stop them first (`p stop <id>`)")
+        raise UsageError("`local` is built in and cannot be removed; `p worker default <name>` "
+                         "makes another worker the default")
+    config.load().get(name)  # an unknown name is reported before anything else is looked at
+    unfinished = unfinished_jobs(name)
+    if unfinished:
+        ids = ", ".join(f"{j.short_id} {j.status}" for j in unfinished)
+        raise UsageError(f"worker '{name}' has unfinished jobs ({ids}); stop them first "
+                         "(`p stop <id>`) or wait for them to end")
     with config.editing() as cfg:
         cfg.workers.remove(cfg.get(name))
-        if cfg.default_worker == name:
-            cfg.default_worker = None
-    print(f"removed worker '{name}'", file=sys.stderr)
+        was_default = cfg.default_worker == name
+        if was_default:
+            cfg.default_worker = cfg.workers[0].name if cfg.workers else None
+    after = f"; the default worker is now '{cfg.default}'" if was_default else ""
+    print(f"removed worker '{name}'{after}", file=sys.stderr)
 
 
-@task(positional=["name"], help={"name": "the worker to use when none is named"})
+def unfinished_jobs(worker: str) -> list[Job]:
+    """The worker's jobs that are not known to have ended. Records nobody watches are first checked
+    with the worker (as `p ls` does), so a job that ended unnoticed does not block the removal; a
+    worker that does not answer leaves them `unknown`, which blocks it."""
+    store = Store()
+    jobs = [j for j in store.jobs(active_only=True) if j.worker == worker]
+    if jobs:
+        from ..reconcile import ask, suspects
+
+        unsure = suspects(store, jobs)
+        if unsure:
+            ask(store, worker, unsure)
+    return [j for j in jobs if j.active]
+
+
+@task(positional=["name"], help={"name": "the worker to use when none is named (`local`: this machine)"})
 def default(c, name):
     """Set the default worker."""
     with config.editing() as cfg:

@@ -1,4 +1,4 @@
-"""Edges a new user hits: pipes closed early, empty commands, a default worker that is gone."""
+"""Edges a new user hits: pipes closed early, empty commands, a default worker that is gone or is `local`."""
 
 from __future__ import annotations
 
@@ -40,3 +40,21 @@ def test_default_worker_that_is_gone_names_the_config(isolated_home):
 def test_forgotten_dashdash_suggests_the_command(isolated_home):
     rc, out, err = run_p("make", "-j16")
     assert rc == 2 and "p -- make -j16" in err.decode()
+
+
+def test_default_local_is_saved_and_shown(isolated_home):
+    assert run_p("worker", "register", "--no-check", "me@127.0.0.1:9", "-n", "box")[0] == 0
+    rc, out, err = run_p("worker", "default", "local")
+    assert (rc, err) == (0, b"default worker is now 'local'\n")
+    config = isolated_home / ".config/p/config.yaml"
+    assert config.read_text().startswith("default_worker: local\n")
+    rc, out, err = run_p("worker", "ls", "--json")
+    assert [(w["name"], w["default"]) for w in json.loads(out)] == [("local", True), ("box", False)]
+
+
+def test_default_local_runs_jobs_on_this_machine(isolated_home, tmp_path, monkeypatch):
+    assert run_p("worker", "register", "--no-check", "me@127.0.0.1:9", "-n", "box")[0] == 0
+    assert run_p("worker", "default", "local")[0] == 0
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_p("--", "echo", "here")
+    assert (rc, out.strip()) == (0, b"here"), err

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import retry_until, run_p
 
+from p_tasks.watch import is_watched
+
 ARGS = ["a b", "'quoted'", '"dq"', "$HOME", "a;b", "*", "line1\nline2", "ünïcødé ✓", "", "back\\slash", "-n"]
 
 
@@ -160,3 +162,109 @@ def test_delta_base_is_copied_not_linked(worker, sshd):
     assert (workdirs / first / "input.txt").read_text() == "payload\n"
     assert (second / "big.bin").read_bytes() == b"A" * 1_000_000 + b"B"
     assert (workdirs / first / "big.bin").stat().st_ino != (second / "big.bin").stat().st_ino
+
+
+# -- p worker default / p worker rm ----------------------------------------------------------------
+
+def config_bytes(home: Path) -> bytes:
+    return (home / ".config/p/config.yaml").read_bytes()
+
+
+def register_more(*names: str) -> None:
+    """More workers on the same sshd (through the same alias), registered after 'tw'."""
+    for name in names:
+        rc, out, err = run_p("worker", "register", "testworker", "-n", name)
+        assert rc == 0, err
+
+
+def workers_json() -> list[dict]:
+    rc, out, err = run_p("worker", "ls", "--json")
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def default_worker() -> str:
+    return next(w["name"] for w in workers_json() if w["default"])
+
+
+def test_worker_default_switches_is_saved_and_used(worker, isolated_home):
+    register_more("tw2")
+    assert default_worker() == "tw"  # the first registered one stays the default
+    rc, out, err = run_p("worker", "default", "tw2")
+    assert rc == 0 and err == b"default worker is now 'tw2'\n", err
+    assert "default_worker: tw2\n" in (isolated_home / ".config/p/config.yaml").read_text()
+    assert default_worker() == "tw2"
+    job_id = run_p("-d", "-n", "--", "true")[1].decode().strip()
+    assert json.loads((isolated_home / f".local/share/p/jobs/{job_id}.json").read_text())["worker"] == "tw2"
+
+
+def test_worker_rm_refused_while_a_job_is_unfinished(worker, isolated_home, tmp_path):
+    register_more("tw2")
+    go = tmp_path / "go"
+    waits = run_p("tw2", "-d", "-n", "--", "sh", "-c", f"while [ ! -e {go} ]; do sleep 0.1; done; exit 4")
+    sleeps = run_p("tw2", "-d", "-n", "--", "sleep", "60")
+    assert waits[0] == 0 and sleeps[0] == 0, (waits, sleeps)
+    ending, stopping = waits[1].decode().strip(), sleeps[1].decode().strip()
+    before = config_bytes(isolated_home)
+
+    rc, out, err = run_p("worker", "rm", "tw2")
+    line = err.decode()
+    assert rc == 2 and line.count("\n") == 1, line
+    assert "worker 'tw2' has unfinished jobs" in line and ending[:8] in line and stopping[:8] in line
+    assert "p stop" in line
+    assert config_bytes(isolated_home) == before
+
+    go.touch()  # the first job ends by itself: the watcher records it
+    record = isolated_home / f".local/share/p/jobs/{ending}.json"
+    retry_until(lambda: json.loads(record.read_text())["status"] == "done", 15)
+    rc, out, err = run_p("worker", "rm", "tw2")
+    assert rc == 2 and ending[:8] not in err.decode() and stopping[:8] in err.decode(), err
+    assert config_bytes(isolated_home) == before
+
+    assert run_p("stop", stopping)[0] == 0
+    rc, out, err = run_p("worker", "rm", "tw2")
+    assert rc == 0 and err == b"removed worker 'tw2'\n", err
+    assert [w["name"] for w in workers_json()] == ["local", "tw"]
+
+
+def test_worker_rm_sees_an_end_nobody_recorded(worker, isolated_home, tmp_path):
+    """A record left `running` (its watcher gone) is checked with the worker, as `p ls` would."""
+    job_id = run_p("-d", "-n", "--", "true")[1].decode().strip()
+    record = isolated_home / f".local/share/p/jobs/{job_id}.json"
+    retry_until(lambda: json.loads(record.read_text())["status"] == "done", 15)
+    retry_until(lambda: not is_watched("tw"), 15)  # its watcher has exited: nobody would notice
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "status": "running", "exit_code": None, "ended_at": None}))
+    (record.parent / "active" / job_id).touch()  # the store's index of unfinished jobs
+    rc, out, err = run_p("worker", "rm", "tw")
+    assert rc == 0 and err.startswith(b"removed worker 'tw'"), err
+    assert json.loads(record.read_text())["status"] == "done"
+
+
+def test_worker_rm_of_the_default_makes_the_next_one_default(worker, isolated_home):
+    register_more("tw2", "tw3")
+    rc, out, err = run_p("worker", "rm", "tw")
+    assert rc == 0 and err == b"removed worker 'tw'; the default worker is now 'tw2'\n", err
+    assert default_worker() == "tw2"
+    rc, out, err = run_p("worker", "rm", "tw3")  # not the default: the default stays
+    assert rc == 0 and err == b"removed worker 'tw3'\n", err
+    rc, out, err = run_p("worker", "rm", "tw2")
+    assert rc == 0 and err == b"removed worker 'tw2'; the default worker is now 'local'\n", err
+    assert "default_worker" not in (isolated_home / ".config/p/config.yaml").read_text()
+    assert [(w["name"], w["default"]) for w in workers_json()] == [("local", True)]
+    register_more("again")  # the first worker registered after that is the default again
+    assert default_worker() == "again"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["worker", "rm", "nosuch"], "p: worker 'nosuch' is not registered; see `p worker ls`\n"),
+    (["worker", "default", "nosuch"], "p: worker 'nosuch' is not registered; see `p worker ls`\n"),
+    (["worker", "rm", "local"], "p: `local` is built in and cannot be removed; "
+                                "`p worker default <name>` makes another worker the default\n"),
+])
+def test_worker_rm_and_default_refusals_are_one_line_and_keep_the_config(worker, isolated_home, argv,
+                                                                          message):
+    before = config_bytes(isolated_home)
+    rc, out, err = run_p(*argv)
+    assert (rc, out, err.decode()) == (2, b"", message)
+    assert config_bytes(isolated_home) == before

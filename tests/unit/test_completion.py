@@ -186,7 +186,7 @@ def test_zsh_loads_and_answers(jobs):
     assert proc.stdout.splitlines() == [
         "a3f0c1d2:running on gpu1: make -j16",
         "register:Register a worker; the first one registered becomes the default",
-        "rm:Unregister a worker; refused while it has running jobs",
+        "rm:Unregister a worker; refused while it has unfinished jobs",
     ]
 
 
