@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from helpers import run_p
+from helpers import p_executable, run_command, run_p
+from support.nohosts import unresolvable_host
+
+from p_tasks.workers import CONNECT_TIMEOUT
+
+# Each unreachable kind must answer within the connect timeout; the margin is for p's own start-up on
+# a loaded machine, never a tight limit.
+WITHIN = CONNECT_TIMEOUT + 5
 
 
 def one_line(err: bytes) -> str:
@@ -41,7 +52,8 @@ def test_changed_host_key_always_refused(ssh_client_config, sshd):
             rc, out, err = run_p(*args)
             assert rc == 1
             line = one_line(err)
-            assert "CHANGED" in line or "host key" in line.lower()
+            assert "CHANGED" in line and "man-in-the-middle" in line, line
+            assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in line, line
     finally:
         sshd.swap_host_key()
 
@@ -49,14 +61,51 @@ def test_changed_host_key_always_refused(ssh_client_config, sshd):
 def test_refused_port(isolated_home):
     port = _free_port()
     assert run_p("worker", "register", f"me@127.0.0.1:{port}", "-n", "down", "--no-check")[0] == 0
-    rc, out, err = run_p("down", "--", "true")
-    assert rc == 1 and "connection refused" in one_line(err)
+    started = time.monotonic()
+    rc, out, err = run_p("down", "--", "true", timeout=60)
+    assert rc == 1 and f"connection refused by 127.0.0.1:{port}" in one_line(err)
+    assert time.monotonic() - started < WITHIN
 
 
-def test_unresolvable_host(isolated_home):
-    assert run_p("worker", "register", "me@no-such-host.invalid", "-n", "nx", "--no-check")[0] == 0
-    rc, out, err = run_p("nx", "--", "true")
-    assert rc == 1 and "cannot resolve host name" in one_line(err)
+def test_unresolvable_host(isolated_home, monkeypatch):
+    host = unresolvable_host(monkeypatch)
+    assert run_p("worker", "register", f"me@{host}", "-n", "nx", "--no-check")[0] == 0
+    started = time.monotonic()
+    rc, out, err = run_p("nx", "--", "true", timeout=60)
+    assert rc == 1 and f"cannot resolve host name '{host}' (DNS)" in one_line(err)
+    assert time.monotonic() - started < WITHIN
+
+
+def test_dns_failure_never_leaves_the_machine(isolated_home, monkeypatch, tmp_path):
+    """The mechanism of support/nohosts.py, proven: under strace, `p` (and the ssh it may start) open
+    no socket to port 53 nor to any address outside loopback, and still say the name does not resolve."""
+    if not shutil.which("strace") or subprocess.run(
+        ["strace", "-f", "-o", "/dev/null", "true"], capture_output=True, check=False
+    ).returncode:
+        pytest.skip("strace is missing or may not trace here")
+    host = unresolvable_host(monkeypatch)
+    assert run_p("worker", "register", f"me@{host}", "-n", "nx", "--no-check")[0] == 0
+    trace = tmp_path / "trace"
+    syscalls = "trace=socket,connect,sendto,sendmsg,sendmmsg"
+    rc, out, err = run_command(["strace", "-f", "-qq", "-e", syscalls, "-o", trace, p_executable(),
+                                "nx", "--", "true"], timeout=60)
+    assert rc == 1 and f"cannot resolve host name '{host}' (DNS)" in one_line(err)
+    assert trace.read_text().strip(), "strace recorded nothing"
+    outside = _non_loopback_contacts(trace)
+    assert outside == [], outside
+
+
+def _non_loopback_contacts(trace: Path) -> list[str]:
+    """Lines of an strace log that address port 53 or an IPv4/IPv6 address off loopback."""
+    found = []
+    for line in trace.read_text().splitlines():
+        port53 = "htons(53)" in line
+        v4 = re.findall(r'inet_addr\("([^"]+)"\)', line)
+        v6 = re.findall(r'inet_pton\(AF_INET6, "([^"]+)"', line)
+        off = [a for a in v4 if not a.startswith("127.")] + [a for a in v6 if a not in ("::1", "::")]
+        if port53 or off:
+            found.append(line)
+    return found
 
 
 def test_blackhole_times_out_within_connect_timeout(ssh_client_config, isolated_home):
@@ -170,8 +219,10 @@ def test_auth_failure(ssh_client_config, sshd, tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     text = ssh_client_config.config.read_text().replace(str(sshd.client_key), str(other))
     ssh_client_config.config.write_text(text)
-    rc, out, err = run_p("worker", "register", "testworker", "-n", "tw")
-    assert rc == 1 and "authentication" in one_line(err)
+    started = time.monotonic()
+    rc, out, err = run_p("worker", "register", "testworker", "-n", "tw", timeout=60)
+    assert rc == 1 and f"authentication as '{sshd.user}' failed" in one_line(err)
+    assert time.monotonic() - started < WITHIN
 
 
 def test_passphrase_key_without_agent_fails_fast_with_hint(ssh_client_config, sshd, tmp_path):
@@ -185,23 +236,37 @@ def test_passphrase_key_without_agent_fails_fast_with_hint(ssh_client_config, ss
     rc, out, err = run_p("worker", "register", "testworker", "-n", "tw", timeout=30)
     assert rc == 1
     line = one_line(err)
-    assert "ssh-add" in line or "authentication" in line
-    assert time.monotonic() - started < 10
+    assert "passphrase" in line and "ssh-add" in line, line
+    assert time.monotonic() - started < WITHIN
+
+
+def config_files(home: Path) -> dict[str, bytes]:
+    """Every file in p's config dir (the lock included), by name: config.yaml's bytes, and no temp file."""
+    folder = home / ".config/p"
+    return {f.name: f.read_bytes() for f in folder.iterdir()} if folder.is_dir() else {}
 
 
 @pytest.mark.parametrize("conn", ["user@", ":22", "host:port:x", "::1", "a b"])
 def test_malformed_connection_strings(conn, isolated_home):
+    assert run_p("worker", "register", "me@127.0.0.1:2222", "-n", "first", "--no-check")[0] == 0
+    before = config_files(isolated_home)
+    assert b"first" in before["config.yaml"]
     rc, out, err = run_p("worker", "register", conn, "-n", "w", "--no-check")
     assert rc == 2 and "bad connection string" in one_line(err)
+    assert config_files(isolated_home) == before
 
 
-def test_duplicate_and_reserved_names(ssh_client_config):
+def test_duplicate_and_reserved_names(ssh_client_config, isolated_home):
     assert run_p("worker", "register", "testworker", "-n", "tw")[0] == 0
+    before = config_files(isolated_home)
+    assert b"tw" in before["config.yaml"]
     rc, out, err = run_p("worker", "register", "testworker", "-n", "tw")
     assert rc == 2 and "already registered" in one_line(err)
+    assert config_files(isolated_home) == before
     for name in ("ls", "local", "worker"):
         rc, out, err = run_p("worker", "register", "testworker", "-n", name, "--no-check")
         assert rc == 2 and name in one_line(err)
+        assert config_files(isolated_home) == before
 
 
 def _free_port() -> int:

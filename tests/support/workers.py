@@ -8,6 +8,10 @@ start-up files, a home directory with spaces.
   ``dash -c``). `set_path()` writes it; `reset_worker()` removes it with the rest of the home.
 * the worker's home directory may be any path (``home=``), spaces included.
 
+`shell_path()` finds a login shell; one that is not installed skips the test, or fails it when the
+environment has P_TESTS_REQUIRE_SHELLS=1 (CI, where all of SHELLS are installed: a silent skip there
+would hide a whole column of the matrix).
+
 `tool_dir()` builds a directory of symlinks to everything in /usr/bin and /usr/sbin except some names:
 as the worker's whole PATH it makes those programs (python3, tmux, rsync) really absent, as on a
 minimal server, without root and without touching the system.
@@ -18,6 +22,8 @@ from __future__ import annotations
 import fnmatch
 import os
 from pathlib import Path
+
+import pytest
 
 from .sshd import SshServer
 
@@ -37,12 +43,19 @@ PROFILE_FILES = {
 }
 
 
+REQUIRE_SHELLS = "P_TESTS_REQUIRE_SHELLS"  # =1 (CI): a login shell that is not installed fails the test
+
+
 def shell_path(name: str) -> str | None:
-    """Absolute path of an installed shell, None if it is not installed."""
+    """Absolute path of an installed shell, None if it is not installed (the caller skips the test),
+    or, with P_TESTS_REQUIRE_SHELLS=1, a test failure that says what to install."""
     for directory in ("/usr/bin", "/bin"):
         candidate = Path(directory, name)
         if candidate.exists():
             return str(candidate)
+    if os.environ.get(REQUIRE_SHELLS) == "1":
+        pytest.fail(f"login shell {name} is not installed, and {REQUIRE_SHELLS}=1 requires every one of "
+                    f"{', '.join(SHELLS)} (apt-get install {name})", pytrace=False)
     return None
 
 
