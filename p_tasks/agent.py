@@ -173,7 +173,7 @@ def stream(worker: Worker, verb: str, *args: str) -> Streamed:
     from .attach import pump
 
     for install in (False, True):
-        log.debug("agent stream %s %s on %s (install=%s)", verb, list(args), worker.name, install)
+        log.debug("agent %s %s on %s (install=%s)", verb, list(args), worker.name, install)
         script = build_script(verb, list(args), install).encode()
         copied, exited, stderr = pump(worker.script_argv(), MARKER, script)
         if exited != OUTDATED or copied:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from helpers import p_executable, retry_until, run_p
+from support.nohosts import unresolvable_host
 from support.workers import (
     PROFILE_FILES,
     RC_FILES,
@@ -578,7 +579,7 @@ def test_concurrent_upgrades_leave_a_correct_agent(worker):
     rc, out, err = streamed["r"]
     assert (rc, crlf(out)) == (0, b"end-of-job\n"), err
     installs = [c for _, e in [*results, (rc, err)] for c in agent_calls(e) if c.endswith("install=True")]
-    assert installs, [agent_calls(e) for _, e in results]
+    assert installs, [agent_calls(e) for _, e in [*results, (rc, err)]]
     assert_current_agent(worker)
 
 
@@ -655,9 +656,10 @@ def test_worker_ls_without_check_uses_no_network(worker, isolated_home):
         hole.close()
 
 
-def test_worker_ls_check_probes_every_worker_in_parallel(worker, sshd, isolated_home, tmp_path):
+def test_worker_ls_check_probes_every_worker_in_parallel(worker, sshd, isolated_home, tmp_path, monkeypatch):
     """-c: each worker's facts, or the one-line reason it cannot be reached (DNS, refused, auth, unknown
     or changed host key, no answer), all probed at once, each within --timeout."""
+    nx_host = unresolvable_host(monkeypatch)  # fails to resolve with no DNS packet sent
     sshd.ensure_running()
     other_key = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
@@ -677,7 +679,7 @@ def test_worker_ls_check_probes_every_worker_in_parallel(worker, sshd, isolated_
     try:
         register()
         sleeper = start_detached("sleep", "30", no_sync=True)
-        others = {"refused": f"me@127.0.0.1:{free_port()}", "nx": "me@no-such-host.invalid",
+        others = {"refused": f"me@127.0.0.1:{free_port()}", "nx": f"me@{nx_host}",
                   "hole1": "hole1", "hole2": "hole2", "badauth": "badauth", "unknownkey": "unknownkey",
                   "changedkey": "changedkey"}
         for name, connection in others.items():
@@ -699,7 +701,7 @@ def test_worker_ls_check_probes_every_worker_in_parallel(worker, sshd, isolated_
         reasons = {name: facts[name]["error"] for name in others}
         assert all(facts[name]["state"] == "unreachable" for name in others), facts
         assert reasons["refused"].startswith("connection refused by 127.0.0.1:")
-        assert reasons["nx"].startswith("cannot resolve host name 'no-such-host.invalid' (DNS)")
+        assert reasons["nx"].startswith(f"cannot resolve host name '{nx_host}' (DNS)")
         assert reasons["hole1"] == reasons["hole2"] == "no answer within 4s"
         assert reasons["badauth"].startswith(f"authentication as '{worker.user}' failed")
         assert "not in known_hosts" in reasons["unknownkey"], reasons
