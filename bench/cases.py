@@ -403,6 +403,7 @@ def case_resync_edit(b: Bench, do_resync: bool = True, do_edit: bool = True) -> 
         res.notes.append(conns_note(ps, bs))
         b.profile("resync", home, p_args, cwd=tree)
         out.append(res)
+        out.append(isolation_floor(b, home, info, base, baseline_text))
     if do_edit:
         b.log(f"  small edit: {sz.edit_bytes / MiB:.0f} MiB file rewritten before each iteration")
         ps, bs = b.alternate(lambda: b.p_sample(home, p_run), base, before=lambda: inputs.edit_file(big))
@@ -418,6 +419,34 @@ def case_resync_edit(b: Bench, do_resync: bool = True, do_edit: bool = True) -> 
     shutil.rmtree(b.world.worker_home / ".p" / "workdirs", ignore_errors=True)
     (b.world.worker_home / ".p" / "workdirs").mkdir()
     return out
+
+
+def isolation_floor(b: Bench, home, info: dict, base: Callable[[], Run], baseline_text: str) -> CaseResult:
+    """What any fresh, unshared copy of the tree costs on this worker's disk, whoever makes it: `cp -a`
+    of the newest job's workdir on the worker itself (one ssh, like the baseline). A per-job workdir
+    that shares no inode with another job's (so a job writing a file in place cannot change another
+    job's copy) pays at least this on a filesystem without reflinks; p's --copy-dest does the copy
+    inside rsync's receiver."""
+    workdirs = b.world.worker_home / ".p" / "workdirs"
+    newest = max(workdirs.iterdir(), key=lambda d: d.stat().st_mtime).name
+
+    def floor() -> Run:
+        dest = f".bench/floor-{b.unique()}"
+        r = b.base_sample(lambda: run(b.ssh(home, "bench", f"cp -a .p/workdirs/{newest} {dest}"),
+                                      home.env, timeout=900).check("cp -a on the worker"))
+        shutil.rmtree(b.world.worker_home / dest, ignore_errors=True)
+        return r
+
+    b.log("  isolation floor: cp -a of a workdir on the worker")
+    fs, bs = b.alternate(floor, base)
+    floor_text = shlex.join(b.ssh(home, "bench", f"cp -a .p/workdirs/{newest} .bench/floor-N"))
+    res = CaseResult("resync-floor", "resync floor: a fresh unshared copy of the tree on the worker "
+                     "(`cp -a`, information)", params={**info},
+                     p=series(floor_text, fs), baseline=series(baseline_text, bs))
+    res.metrics.append(time_metric("time", fs, bs, None))
+    res.notes.append("not p: the copy any isolated workdir costs on this disk, against the same "
+                     "baseline; resync and edit cannot go below it without hard links or reflinks")
+    return res
 
 
 def bytes_metric(label: str, ps: list[Run], bs: list[Run], limit: float, target: str,
