@@ -106,39 +106,63 @@ def parse(text: str, path: Path) -> Config:
         raise ConfigError(f"config file {path}{where}: {problem}; fix or remove the file") from None
     if data is None:
         return Config(path=path)
+    bad = _Locator(text, path)
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: expected a mapping with 'workers'; fix the file")
+        raise bad.error("expected a mapping with 'workers'; fix the file")
     on_finish = data.get("on_finish")
     if on_finish is not None and not isinstance(on_finish, str):
-        raise ConfigError(f"config file {path}: 'on_finish' must be a command line (a string)")
+        raise bad.error("'on_finish' must be a command line (a string)", "on_finish")
     warn = data.get("sync_warn_mb")
     if warn is not None and (isinstance(warn, bool) or not isinstance(warn, (int, float)) or warn < 0):
-        raise ConfigError(f"config file {path}: 'sync_warn_mb' must be a number of megabytes (0: never ask)")
-    workers = _parse_workers(data.get("workers") or [], path)
-    return Config(workers, _parse_default(data, path), path, on_finish, warn)
+        raise bad.error("'sync_warn_mb' must be a number of megabytes (0: never ask)", "sync_warn_mb")
+    workers = _parse_workers(data.get("workers") or [], bad)
+    return Config(workers, _parse_default(data, bad), path, on_finish, warn)
 
 
-def _parse_workers(items: object, path: Path) -> list[WorkerEntry]:
+@dataclass
+class _Locator:
+    """Builds the errors of a file that is valid YAML but not p's schema, naming the line at fault
+    (looked up in the YAML nodes only when there is an error: a partly written file, a typo)."""
+
+    text: str
+    path: Path
+
+    def error(self, problem: str, key: str | None = None, index: int | None = None) -> ConfigError:
+        return ConfigError(f"config file {self.path}{self.line(key, index)}: {problem}")
+
+    def line(self, key: str | None, index: int | None) -> str:
+        """' line N' of the top-level ``key``'s value (its ``index``-th item, from 1); '' if unknown."""
+        try:
+            node = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            if key is not None:
+                node = next(value for name, value in node.value if name.value == key)
+            if index is not None:
+                node = node.value[index - 1]
+            return f" line {node.start_mark.line + 1}"
+        except Exception:  # noqa: BLE001 - the line is a courtesy; the error stands without it
+            return ""
+
+
+def _parse_workers(items: object, bad: _Locator) -> list[WorkerEntry]:
     if not isinstance(items, list):
-        raise ConfigError(f"config file {path}: 'workers' must be a list; fix the file")
+        raise bad.error("'workers' must be a list; fix the file", "workers")
     workers: list[WorkerEntry] = []
     for index, item in enumerate(items, 1):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(
             item.get("connection"), str
         ):
-            raise ConfigError(
-                f"config file {path}: worker #{index} needs string 'name' and 'connection'; fix the file"
-            )
+            raise bad.error(f"worker #{index} needs string 'name' and 'connection'; fix the file",
+                            "workers", index)
         if any(w.name == item["name"] for w in workers):
-            raise ConfigError(f"config file {path}: worker '{item['name']}' is listed twice")
+            raise bad.error(f"worker '{item['name']}' is listed twice", "workers", index)
         workers.append(WorkerEntry(item["name"], item["connection"]))
     return workers
 
 
-def _parse_default(data: dict, path: Path) -> str | None:
+def _parse_default(data: dict, bad: _Locator) -> str | None:
     default = data.get("default_worker")
     if default is not None and not isinstance(default, str):
-        raise ConfigError(f"config file {path}: 'default_worker' must be a worker name")
+        raise bad.error("'default_worker' must be a worker name", "default_worker")
     return default
 
 
@@ -151,7 +175,7 @@ def editing(path: Path | None = None) -> Iterator[Config]:
     """Read-modify-write config.yaml under an exclusive lock; saved only if the block succeeds."""
     path = path or paths.config_file()
     paths.private_dir(path.parent)
-    with open(path.with_name(".config.lock"), "a") as lock:
+    with paths.open_lock(path.with_name(".config.lock")) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         config = load(path)
         yield config

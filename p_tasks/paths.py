@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import IO
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -30,9 +31,16 @@ def control_dir() -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) readable only by the owner; return it."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create ``path`` readable only by the owner; return it. Missing parents (an XDG base dir
+    such as ~/.local/share) are made 0700 too, as the XDG spec asks (mkdir -p would make them 0755)."""
+    for missing in reversed([p for p in (path, *path.parents) if not p.exists()]):
+        missing.mkdir(exist_ok=True, mode=0o700)
     return path
+
+
+def open_lock(path: Path) -> IO[str]:
+    """Open (creating it readable only by the owner) a lock file for fcntl.flock."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:

@@ -57,8 +57,11 @@ def ask(store: Store, worker_name: str, jobs: list[Job]) -> str | None:
     from .exceptions import PError
     from .workers import open_worker
 
-    try:
+    try:  # a broken config.yaml or a removed worker: the worker was not asked at all
         worker = open_worker(config.load().get(worker_name))
+    except PError as exc:
+        return f"cannot ask worker '{worker_name}' about its jobs: {exc.message}; they stay unknown"
+    try:
         lines = agent.call(worker, "status", *(j.id for j in jobs), quick=True).lines()
     except PError as exc:
         return f"worker '{worker_name}' did not answer ({exc.message}); its jobs stay unknown"

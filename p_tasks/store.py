@@ -39,7 +39,7 @@ class Store:
         marker = self.active_dir / job.id
         if job.active:
             paths.private_dir(self.active_dir)
-            marker.touch()
+            marker.touch(mode=0o600)
         else:
             marker.unlink(missing_ok=True)
 

@@ -31,7 +31,7 @@ def lock_path(worker: str) -> Path:
 def is_watched(worker: str) -> bool:
     """True while a watcher holds the worker's lock."""
     try:
-        with open(lock_path(worker), "a") as handle:
+        with paths.open_lock(lock_path(worker)) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
@@ -58,7 +58,7 @@ def watch(worker_name: str) -> int:
     from .exceptions import PError
     from .workers import open_worker
 
-    handle = open(lock_path(worker_name), "a")  # noqa: SIM115 - held for the watcher's life
+    handle = paths.open_lock(lock_path(worker_name))  # noqa: SIM115 - held for the watcher's life
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
