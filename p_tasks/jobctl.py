@@ -48,7 +48,7 @@ def show_logs(prefix: str, follow: bool, tail: int | None) -> int:
             words = ["tail", job.id, str(tail)] if tail is not None else ["follow", job.id, "0", "0"]
             streamed = agent.stream(worker, *words)
             if streamed.exited == UNREACHABLE:
-                raise WorkerUnreachable(worker.name, streamed.error_line())
+                raise WorkerUnreachable(worker.name, worker.unreachable_reason(streamed.stderr))
             if streamed.exited != 0:
                 raise AgentError(worker.name, words[0], streamed.error_line())
             return 0

@@ -145,6 +145,11 @@ class Worker:
         """A local process running the sh script on its stdin on the worker, stdout a byte stream."""
         raise NotImplementedError
 
+    def unreachable_reason(self, stderr: str) -> str:
+        """Why a ``script_argv`` process that exited 255 did not reach the worker, in one line."""
+        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        return lines[-1] if lines else "exit status 255"
+
     def attach_argv(self, words: list[str]) -> list[str]:
         """A local process running the agent with ``words`` on the worker, in this terminal."""
         raise NotImplementedError
@@ -198,6 +203,7 @@ class SshWorker(Worker):
         self.strict = strict
         self._params: SshParams | None = None
         self._conn = None
+        self._master_alive: bool | None = None
 
     @property
     def params(self) -> SshParams:
@@ -233,19 +239,23 @@ class SshWorker(Worker):
         import fcntl
 
         lock = paths.private_dir(paths.control_dir()) / f".{self.name}.lock"
-        with open(lock, "a") as handle:
+        with paths.open_lock(lock) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
-            check = ["ssh", *self.ssh_options(), "-O", "check", "--", self.target.host]
-            if subprocess.run(check, capture_output=True, check=False).returncode == 0:
+            self._master_alive = None  # asked again under the lock: another p may have started one
+            if self.master_alive():
                 return
             start = ["ssh", "-f", *self.ssh_options(master="yes"), "--", self.target.host, "true"]
-            subprocess.run(start, stdin=subprocess.DEVNULL, capture_output=True, check=False,
-                           timeout=self.params.connect_timeout + 10)
+            done = subprocess.run(start, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+                                  timeout=self.params.connect_timeout + 10)
+            self._master_alive = done.returncode == 0
 
     def script_argv(self, connect_timeout: int | None = None) -> list[str]:
         # `sh -s` reads the same in every login shell (bash, dash, zsh, fish); the script is data.
         return ["ssh", "-T", *self.ssh_options(connect_timeout=connect_timeout), "--", self.target.host,
                 "sh -s"]
+
+    def unreachable_reason(self, stderr: str) -> str:
+        return describe_openssh_error(stderr, self.params)
 
     def attach_argv(self, words: list[str]) -> list[str]:
         # Only safe words reach the login shell: verbs, UUIDs, numbers. ssh starts in $HOME.
@@ -268,7 +278,21 @@ class SshWorker(Worker):
             return self._run_openssh(script, QUICK_TIMEOUT, QUICK_TIMEOUT + 1)
         if through_master is not None:
             return self._run_openssh(script, self.params.connect_timeout, through_master)
+        if self._conn is None and self.master_alive():
+            # A warm worker (a p command within CONTROL_PERSIST of another): no new handshake, and
+            # neither Fabric nor paramiko is imported. Cold, the Fabric connection logs in alongside
+            # the master (submit.start) and carries this invocation's calls.
+            return self._run_openssh(script, self.params.connect_timeout, None)
         return exec_with_stdin(self.connect_open(), "sh -s", script.encode(), self._lost)
+
+    def master_alive(self) -> bool:
+        """Whether this user's OpenSSH master for the worker is up (`ssh -O check`, local only). Asked
+        once per invocation: a master that ends later is replaced by `ControlMaster=auto`."""
+        if self._master_alive is None:
+            check = ["ssh", *self.ssh_options(), "-O", "check", "--", self.target.host]
+            done = subprocess.run(check, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+            self._master_alive = done.returncode == 0
+        return self._master_alive
 
     def connect_open(self):
         """The Fabric connection, logged in. A connection dropped during the handshake (sshd's
@@ -296,9 +320,9 @@ class SshWorker(Worker):
         self.close()
         return WorkerUnreachable(self.name, describe_ssh_error(exc, self.params, silent=False))
 
-    def _run_openssh(self, script: str, connect_timeout: int, reply_timeout: float) -> ScriptResult:
+    def _run_openssh(self, script: str, connect_timeout: int, reply_timeout: float | None) -> ScriptResult:
         """The same call through OpenSSH, sharing the ControlMaster (a warm worker costs no new
-        handshake); the reply must come within ``reply_timeout`` seconds."""
+        handshake); the reply must come within ``reply_timeout`` seconds (None: no limit)."""
         try:
             done = subprocess.run(self.script_argv(connect_timeout), input=script.encode(),
                                   capture_output=True, timeout=reply_timeout, check=False)
@@ -306,8 +330,7 @@ class SshWorker(Worker):
             raise WorkerUnreachable(self.name, f"no answer within {reply_timeout:g}s") from None
         stderr = done.stderr.decode("utf-8", "replace")
         if done.returncode == 255:
-            lines = [ln for ln in stderr.splitlines() if ln.strip()]
-            raise WorkerUnreachable(self.name, lines[-1] if lines else "ssh failed")
+            raise WorkerUnreachable(self.name, describe_openssh_error(stderr, self.params, connect_timeout))
         return ScriptResult(done.returncode, done.stdout.decode("utf-8", "replace"), stderr)
 
     def connect(self):
@@ -451,6 +474,39 @@ def describe_ssh_error(exc: BaseException, params: SshParams, silent: bool = Tru
     if isinstance(exc, (paramiko.SSHException, OSError, EOFError)):
         return f"SSH connection to {where} failed: {exc or exc.__class__.__name__}"
     raise exc
+
+
+def describe_openssh_error(stderr: str, params: SshParams, timeout: int | None = None) -> str:
+    """The same one line as :func:`describe_ssh_error`, from what the OpenSSH client printed when it
+    exited 255 (agent calls and log streams through the ControlMaster)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    text = "\n".join(lines)
+    where = f"{params.hostname}:{params.port}"
+    timeout = timeout or params.connect_timeout
+    if "Could not resolve hostname" in text:
+        return f"cannot resolve host name '{params.hostname}' (DNS); check the name or ~/.ssh/config"
+    if "Connection refused" in text:
+        return f"connection refused by {where}; is sshd running there?"
+    if "banner exchange" in text:
+        return f"{where} accepted the connection but sent no SSH greeting within {timeout}s"
+    if "timed out" in text:
+        return f"connection to {where} timed out after {timeout}s"
+    if "IDENTIFICATION HAS CHANGED" in text or "has changed" in text:
+        return (
+            f"the host key of {where} has CHANGED since it was recorded in known_hosts: this can be a "
+            "man-in-the-middle attack or a reinstalled server; verify it, then remove the old key with "
+            f"`ssh-keygen -R '[{params.hostname}]:{params.port}'`"
+        )
+    if "Host key verification failed" in text:
+        return (
+            f"the host key of {where} is not in known_hosts; register the worker on a terminal to "
+            "confirm it, or pass --accept-new-host-key to `p worker register`"
+        )
+    if "Permission denied (" in text:
+        return f"authentication as '{params.user}' failed; check the key (ssh-add, IdentityFile)"
+    if "kex_exchange_identification" in text or "Connection closed by" in text:
+        return f"{where} closed the connection during the SSH handshake; try again"
+    return f"SSH connection to {where} failed: {lines[-1] if lines else 'ssh exited 255'}"
 
 
 def open_worker(entry: WorkerEntry) -> Worker:
