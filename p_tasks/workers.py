@@ -217,7 +217,10 @@ class SshWorker(Worker):
         """OpenSSH options shared by attach, log streams and rsync's `-e` (OpenSSH keeps the first
         value given for an option, so overrides must come through here, not after)."""
         control = paths.private_dir(paths.control_dir())
-        suffix = hashlib.sha1(str(Path.home()).encode()).hexdigest()[:8]
+        # One master per registered worker (its name in the hash): two workers that share host, port
+        # and user but log in differently (another key) must not ride each other's master, or a
+        # probe of the one would report the other's login.
+        suffix = hashlib.sha1(f"{Path.home()}\0{self.name}".encode()).hexdigest()[:8]
         opts = config_args()
         opts += ["-o", f"ControlPath={control}/{suffix}-%C", "-o", f"ControlMaster={master}"]
         opts += ["-o", f"ControlPersist={CONTROL_PERSIST}"]

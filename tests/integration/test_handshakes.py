@@ -1,5 +1,6 @@
-"""At most one new SSH handshake per `p` invocation once a worker is warm (its OpenSSH master up),
-however many agent calls, rsyncs and streams the command makes, background watcher included.
+"""No new SSH handshake at all for a `p` invocation once a worker is warm (its OpenSSH master up, i.e.
+within 60 s of another p command; the issue asks at most one), however many agent calls, rsyncs and
+streams the command makes, background watcher included.
 Counted with the test sshd's own log of accepted logins."""
 
 from __future__ import annotations
@@ -50,17 +51,17 @@ def record(job_id: str) -> dict:
     return json.loads(path.read_text())
 
 
-def test_warm_submit_costs_at_most_one_handshake(warm_worker, sshd):
+def test_warm_submit_costs_no_handshake(warm_worker, sshd):
     ids = []
-    assert logins(sshd, lambda: ids.append(submit("-d", "tw", "--", "sh", "-c", "echo hi"))) <= 1
+    assert logins(sshd, lambda: ids.append(submit("-d", "tw", "--", "sh", "-c", "echo hi"))) == 0
     retry_until(lambda: record(ids[0])["status"] == "done", timeout=30)
 
 
-def test_a_streamed_job_and_its_notice_cost_at_most_one(warm_worker, sshd):
-    assert logins(sshd, lambda: submit("tw", "--", "sh", "-c", "echo streamed; sleep 1")) <= 1
+def test_a_streamed_job_and_its_notice_cost_none(warm_worker, sshd):
+    assert logins(sshd, lambda: submit("tw", "--", "sh", "-c", "echo streamed; sleep 1")) == 0
 
 
-def test_job_commands_cost_at_most_one_each(warm_worker, sshd, tmp_path):
+def test_job_commands_on_a_warm_worker_cost_none(warm_worker, sshd, tmp_path):
     job = submit("-d", "tw", "--", "sh", "-c", "echo out; sleep 30")
     settle_running = lambda: record(job)["status"] == "running"  # noqa: E731
     retry_until(settle_running, timeout=10)
@@ -70,7 +71,7 @@ def test_job_commands_cost_at_most_one_each(warm_worker, sshd, tmp_path):
         def action(argv=argv):
             rc, out, err = run_p(*argv)
             assert rc == 0 or argv[:2] == ["logs", "-f"], err
-        assert logins(sshd, action) <= 1, argv
+        assert logins(sshd, action) == 0, argv
 
 
 def test_reconcile_of_a_warm_worker_costs_none(warm_worker, sshd):
