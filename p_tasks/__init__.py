@@ -14,6 +14,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .lazy_mock import import_invoke  # noqa: E402
+
+import_invoke()
+
 from .tasks import ns  # noqa: E402
 
 __all__ = ["ns", "__version__"]
