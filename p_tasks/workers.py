@@ -20,6 +20,7 @@ import pwd
 import random
 import shlex
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,11 +205,13 @@ class SshWorker(Worker):
         self._params: SshParams | None = None
         self._conn = None
         self._master_alive: bool | None = None
+        self._resolving = threading.Lock()
 
     @property
     def params(self) -> SshParams:
-        if self._params is None:
-            self._params = resolve(self.target)
+        with self._resolving:  # the warming thread and the first agent call ask at the same moment
+            if self._params is None:
+                self._params = resolve(self.target)
         return self._params
 
     def ssh_options(
