@@ -1,8 +1,9 @@
 """Worker health: what `p worker ls -c` and `p worker register` learn about a worker.
 
-A probe is two agent calls (`hello`, then `df`) through the one funnel (agent.call), and the checks
-`p -- cmd` makes before it starts a job (submit.check_worker). `probe_all` probes every worker at once,
-each in its own thread; one that has not answered when the timeout has passed is reported as such.
+A probe is one agent call (`hello df`: the facts and the free space) through the one funnel
+(agent.call), and the checks `p -- cmd` makes before it starts a job (submit.check_worker).
+`probe_all` probes every worker at once, each in its own thread; one that has not answered when the
+timeout has passed is reported as such.
 """
 
 from __future__ import annotations
@@ -93,12 +94,11 @@ def probe(worker: Worker, health: Health) -> Health:
 
     health.checked = True
     try:
-        hello = agent.call(worker, "hello").fields()
+        hello = agent.call(worker, "hello", "df").fields()  # one round trip: hello's facts and df's
         apply_hello(health, hello)
         health.reachable = True
-        df = agent.call(worker, "df").fields()
-        health.free_kb = _int(df.get("free_kb"))
-        health.jobs_running = _int(df.get("jobs_running"))
+        health.free_kb = _int(hello.get("free_kb"))
+        health.jobs_running = _int(hello.get("jobs_running"))
         check_worker(worker, hello, need_rsync=True)
     except WorkerUnreachable as exc:
         health.reachable, health.error = False, exc.reason

@@ -227,6 +227,19 @@ def test_hello_reports_every_field_and_creates_dirs(agent: Agent):
         assert (agent.ph / sub).is_dir()
 
 
+def test_hello_df_adds_the_free_space_and_running_jobs_and_refuses_other_words(agent: Agent):
+    plain = parse_kv(agent.run("hello").stdout)
+    proc = agent.run("hello", "df")
+    assert proc.returncode == 0, proc.stderr
+    reply = parse_kv(proc.stdout)
+    assert set(reply) == set(plain) | {"free_kb", "jobs_running"}
+    assert int(reply["free_kb"]) > 0 and reply["jobs_running"] == "0"
+    assert {k: v for k, v in reply.items() if k in plain} == plain
+    for bad in (["disk"], ["df", "df"]):
+        proc = agent.run("hello", *bad)
+        assert proc.returncode == 2 and b"hello [df]" in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("raw, folded", [
     ("x86_64", "amd64"), ("amd64", "amd64"), ("aarch64", "aarch64"), ("arm64", "aarch64"),
     ("riscv64", "riscv64"), ("sparc64", "other"),
