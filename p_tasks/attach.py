@@ -69,7 +69,7 @@ def conclude(job: Job) -> int:
     state = f"done [exit {job.exit_code}]" if done else job.status_text()
     why = f": {job.failure()}" if job.failure() else ""
     print(f"job {job.short_id} {state} in {output.duration(job)}{why}", file=sys.stderr)
-    return job.exit_code if done else 1
+    return job.exit_status
 
 
 def lost(worker: Worker, job: Job) -> PError:
@@ -90,7 +90,7 @@ def stream(worker: Worker, job: Job, store: Store) -> int:
         )
     if job.failure():
         print(f"p: job {job.short_id} {job.status}: {job.failure()}", file=sys.stderr)
-    return job.exit_code if job.status == DONE and job.exit_code is not None else 1
+    return job.exit_status
 
 
 def pump(argv: list[str], marker: str, script: bytes) -> tuple[int, int, bytes]:

@@ -23,6 +23,7 @@ from . import paths
 from .exceptions import ConfigError, UsageError, WorkerNotFound
 
 LOCAL = "local"
+KEYS = ("default_worker", "workers", "sync_warn_mb", "on_finish")  # config.yaml's top-level keys
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -81,6 +82,9 @@ def check_name(name: str, reserved: frozenset[str] = frozenset()) -> None:
             f"invalid worker name '{name}': use letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
+    if name == LOCAL:
+        raise UsageError(f"worker name '{LOCAL}' is the built-in worker (this machine); "
+                         "pick another with -n <name>")
     if name in reserved:
         raise UsageError(f"worker name '{name}' is a p subcommand; pick another with -n <name>")
 
@@ -109,6 +113,10 @@ def parse(text: str, path: Path) -> Config:
     bad = _Locator(text, path)
     if not isinstance(data, dict):
         raise bad.error("expected a mapping with 'workers'; fix the file")
+    unknown = [key for key in data if key not in KEYS]
+    if unknown:
+        raise bad.error(f"unknown key '{unknown[0]}' (p reads {', '.join(KEYS)}); fix the file",
+                        str(unknown[0]))
     on_finish = data.get("on_finish")
     if on_finish is not None and not isinstance(on_finish, str):
         raise bad.error("'on_finish' must be a command line (a string)", "on_finish")

@@ -30,6 +30,11 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def newest_first(jobs: list[Job]) -> list[Job]:
+    """`p ls`'s order, also `p prune --dry-run`'s."""
+    return sorted(jobs, key=lambda j: (j.started_at or 0, j.id), reverse=True)
+
+
 def display_command(argv: list[str]) -> str:
     """How a command is shown to humans: a single argument as typed, argv shell-quoted."""
     return argv[0] if len(argv) == 1 else shlex.join(argv)
@@ -74,6 +79,13 @@ class Job:
     def from_dict(cls, data: dict) -> Job:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+    @property
+    def exit_status(self) -> int:
+        """What `p -- cmd`, `p attach` and `p logs -f` exit with once the job has ended: the job's own
+        exit code when the worker recorded one (done; stopped: 143 after SIGTERM, 137 after SIGKILL),
+        else 1 (failed or unknown: no code)."""
+        return self.exit_code if self.status in (DONE, STOPPED) and self.exit_code is not None else 1
 
     def failure(self) -> str | None:
         """Why a failed or unknown job is so, when known."""

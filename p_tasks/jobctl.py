@@ -8,7 +8,7 @@ import time
 from . import agent, config
 from .attach import attach, refresh
 from .exceptions import AgentError, PError, UsageError, WorkerUnreachable
-from .job import ACTIVE, DONE, RUNNING, STOPPED, Job
+from .job import ACTIVE, RUNNING, STOPPED, Job
 from .store import Store
 from .workers import Worker, open_worker
 
@@ -68,7 +68,7 @@ def follow_log(worker: Worker, job: Job, store: Store) -> int:
         except WorkerUnreachable:
             job.status = RUNNING
         if job.status != RUNNING:
-            return job.exit_code if job.status == DONE and job.exit_code is not None else 1
+            return job.exit_status
         tries += 1
         if tries > RECONNECT_TRIES:
             raise PError(f"lost the log stream of job {job.short_id} on {worker.name}; retry `p logs -f`")

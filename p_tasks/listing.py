@@ -7,13 +7,9 @@ import os
 import shutil
 import sys
 
-from .job import Job
+from .job import Job, newest_first
 from .output import job_json, job_table
 from .store import BadRecord, Store
-
-
-def newest_first(jobs: list[Job]) -> list[Job]:
-    return sorted(jobs, key=lambda j: (j.started_at or 0, j.id), reverse=True)
 
 
 def list_jobs(show_all: bool, as_json: bool, quiet: bool) -> None:

@@ -8,9 +8,11 @@ Errors are printed here and only here: one line, no traceback.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import os
+import re
 import shlex
 import sys
 
@@ -62,6 +64,33 @@ RUN_FLAGS = {"-n": "--no-sync", "--no-sync": "--no-sync", "-d": "--detach", "--d
              "-y": "--yes", "--yes": "--yes", "--dry-run": "--dry-run", "--no-gitignore": "--no-gitignore"}
 
 
+# Write failures that are the machine's state, not p's bugs: no space, quota, I/O error, read-only.
+FULL_OR_BROKEN = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
+
+
+def parse_error_text(text: str) -> str:
+    """Invoke's parse errors in p's words, with where to look next."""
+    missing = re.match(r"'([\w.-]+)' did not receive required positional arguments: (.+)", text)
+    if missing:
+        command = missing.group(1).replace(".", " ")
+        needs = " ".join(f"<{name.strip().strip(chr(39)).replace('_', '-')}>"
+                         for name in missing.group(2).split(","))
+        return f"`p {command}` needs {needs}; see `p {command} --help`"
+    unknown = re.match(r"No idea what '(.*)' is!", text)
+    if unknown:
+        return f"unknown option or argument '{unknown.group(1)}'; see `p --help`"
+    return f"{text}; see `p --help`"
+
+
+def internal_error(exc: Exception, argv: list[str] | None) -> int:
+    """A bug in p: one line, the traceback only with --debug."""
+    if "--debug" in (argv or sys.argv):
+        raise exc
+    print(f"p: internal error: {exc.__class__.__name__}: {exc}; rerun with --debug and report it",
+          file=sys.stderr)
+    return 70
+
+
 class PProgram(Program):
     def core_args(self) -> list[Argument]:
         """Invoke's core flags, long names only (-h and -V kept): p's own -d, -n, -f, -c... win."""
@@ -98,6 +127,12 @@ class PProgram(Program):
         return {name.split(".")[0] for name in self.collection.task_names} | {"help"}
 
     def _rewrite_subcommand(self, head: list[str]) -> list[str]:
+        # --debug anywhere (`p --debug logs ID`, `p logs ID --debug`): invoke reads it only before
+        # the task's name
+        debug = ["--debug"] if "--debug" in head else []
+        return [*debug, *self._subcommand_argv([t for t in head if t != "--debug"])]
+
+    def _subcommand_argv(self, head: list[str]) -> list[str]:
         index = next(i for i, t in enumerate(head) if not t.startswith("-"))
         name, rest = head[index], head[:index] + head[index + 1 :]
         if name == "help":
@@ -152,7 +187,7 @@ class PProgram(Program):
                 say(exc.message)
             code = exc.code
         except ParseError as exc:
-            say(f"p: {exc}; see `p --help`")
+            say(f"p: {parse_error_text(str(exc))}")
             code = 2
         except UnknownFileType as exc:
             say(f"p: {exc}")
@@ -167,12 +202,15 @@ class PProgram(Program):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             code = 141
+        except OSError as exc:
+            if exc.errno not in FULL_OR_BROKEN or "--debug" in (argv or sys.argv):
+                code = internal_error(exc, argv)
+            else:  # `p logs ID > /dev/full`, a full local disk: the system's words, not a bug report
+                where = f" {exc.filename}" if exc.filename else ""
+                say(f"p: cannot write{where}: {exc.strerror}")
+                code = 1
         except Exception as exc:  # a bug in p: one line, the traceback only with --debug
-            if "--debug" in (argv or sys.argv):
-                raise
-            print(f"p: internal error: {exc.__class__.__name__}: {exc}; rerun with --debug and "
-                  "report it", file=sys.stderr)
-            code = 70
+            code = internal_error(exc, argv)
         if exit:
             sys.exit(code)
         self.exit_code = code

@@ -30,6 +30,12 @@ def control_dir() -> Path:
     return path
 
 
+def own_dirs() -> list[Path]:
+    """Directories holding p's own state on this machine, never worth syncing (and, for the `local`
+    worker, ~/.p holds every earlier job's workdir: a job from $HOME would copy them all again)."""
+    return [Path.home() / ".p", jobs_dir().parent, _xdg("XDG_CACHE_HOME", ".cache") / "p", control_dir()]
+
+
 def private_dir(path: Path) -> Path:
     """Create ``path`` readable only by the owner; return it. Missing parents (an XDG base dir
     such as ~/.local/share) are made 0700 too, as the XDG spec asks (mkdir -p would make them 0755)."""

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from . import config
 from .exceptions import PError
-from .job import FINISHED, UNKNOWN, Job
+from .job import FINISHED, UNKNOWN, Job, newest_first
 from .jobctl import human_kb, remove_job
 from .store import Store
 from .workers import open_worker
@@ -15,7 +15,7 @@ from .workers import open_worker
 
 def candidates(store: Store, force: bool) -> list[Job]:
     wanted = FINISHED | ({UNKNOWN} if force else set())
-    return [j for j in store.jobs() if j.status in wanted]
+    return newest_first([j for j in store.jobs() if j.status in wanted])
 
 
 def prune(force: bool, dry_run: bool) -> None:

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import paths
 from .exceptions import SyncError
 
 if TYPE_CHECKING:
@@ -106,12 +107,22 @@ def plan(src: Path, *, gitignore: bool = True) -> SyncPlan:
         ignored = _ignored_entries(root, mode) if gitignore and rules.negates else []
         rules.read(p for p in ignored if os.path.basename(p) == PIGNORE)
         entries = rules.apply(entries, ignored)
-    entries = sorted(set(entries))
+    entries = sorted(set(entries) - set(_own_state(root, entries)))
     sizes = tuple((e, *_size(os.path.join(root, e))) for e in entries)
     files_from = b"".join(b"./" + e + b"\0" for e in entries)
     return SyncPlan(src=src, mode=mode, files_from=files_from, count=len(entries),
                     nbytes=sum(s[1] for s in sizes), sizes=sizes, pignore=rules is not None,
                     gitignore=gitignore)
+
+
+def _own_state(root: bytes, entries: list[bytes]) -> list[bytes]:
+    """Entries inside p's own directories (paths.own_dirs) when ``root`` holds one: $HOME, say."""
+    inside = []
+    for own in paths.own_dirs():
+        rel = os.path.relpath(os.fsencode(own), root)
+        if rel != b"." and not rel.startswith(b".."):
+            inside.append(rel)
+    return [e for e in entries for rel in inside if e == rel or e.startswith(rel + b"/")]
 
 
 def _collect(root: bytes, gitignore: bool = True) -> tuple[str, list[bytes]]:

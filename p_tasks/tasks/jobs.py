@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from invoke import Exit, task
 
+from ..exceptions import UsageError
+
 
 def _job_argv(c, command: str | None) -> list[str]:
     """The exact argv given after `--` (set by the p Program), or --command as one shell line."""
@@ -73,6 +75,13 @@ def attach(c, job_id):
         raise Exit(code=code)
 
 
+def line_count(text: str) -> int:
+    """--tail's value: a whole number of lines, >= 0."""
+    if not text.strip().isdigit():
+        raise UsageError(f"--tail needs a number of lines >= 0, not '{text}'")
+    return int(text)
+
+
 @task(
     positional=["job_id"],
     help={"job_id": "job id or unique prefix", "follow": "keep printing until the job ends",
@@ -82,7 +91,7 @@ def logs(c, job_id, follow=False, tail=None):
     """Print a job's captured output (running or finished), byte for byte."""
     from ..jobctl import show_logs
 
-    code = show_logs(job_id, follow, None if tail is None else int(tail))
+    code = show_logs(job_id, follow, None if tail is None else line_count(tail))
     if code:
         raise Exit(code=code)
 

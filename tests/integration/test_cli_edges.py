@@ -58,3 +58,69 @@ def test_default_local_runs_jobs_on_this_machine(isolated_home, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     rc, out, err = run_p("--", "echo", "here")
     assert (rc, out.strip()) == (0, b"here"), err
+
+
+# -- what a first try from the README ran into ------------------------------------------------------
+
+def detached_local(*command: str) -> str:
+    rc, out, err = run_p("-d", "-n", "--", *command)
+    assert rc == 0, err
+    return out.decode().strip()
+
+
+def record_of(home, job_id: str) -> dict:
+    return json.loads((home / f".local/share/p/jobs/{job_id}.json").read_text())
+
+
+def wait_ended(home, job_id: str) -> dict:
+    deadline = time.monotonic() + 20
+    while record_of(home, job_id)["status"] in ("starting", "running", "unknown"):
+        assert time.monotonic() < deadline, record_of(home, job_id)
+        run_p("ls")
+        time.sleep(0.2)
+    return record_of(home, job_id)
+
+
+def test_tail_that_is_not_a_number_is_a_usage_error(isolated_home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job_id = detached_local("echo", "hi")
+    for value in ("abc", "-5", "1.5"):
+        rc, out, err = run_p("logs", "--tail", value, job_id[:8])
+        assert (rc, out, err.decode()) == (2, b"", f"p: --tail needs a number of lines >= 0, not '{value}'\n")
+
+
+def test_debug_before_or_after_a_subcommand_with_an_argument(isolated_home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job_id = detached_local("echo", "hi")
+    wait_ended(isolated_home, job_id)
+    for argv in (["--debug", "logs", job_id[:8]], ["logs", job_id[:8], "--debug"],
+                 ["logs", "--debug", "--tail", "1", job_id[:8]]):
+        rc, out, err = run_p(*argv)
+        assert (rc, out.replace(b"\r\n", b"\n")) == (0, b"hi\n"), (argv, err[-300:])  # a tmux pane
+        assert b"No idea what" not in err
+
+
+def test_output_to_a_full_device_is_one_line(isolated_home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job_id = detached_local("echo", "hi")
+    wait_ended(isolated_home, job_id)
+    for argv in (["logs", job_id[:8]], ["logs", "-f", job_id[:8]], ["ls", "-a"]):
+        with open("/dev/full", "wb") as full:
+            done = subprocess.run([p_executable(), *argv], stdout=full, stderr=subprocess.PIPE, timeout=60)
+        assert (done.returncode, done.stderr) == (1, b"p: cannot write: No space left on device\n"), argv
+
+
+def test_register_local_says_it_is_the_built_in_worker(isolated_home):
+    rc, out, err = run_p("worker", "register", "local")
+    assert (rc, err) == (2, b"p: worker name 'local' is the built-in worker (this machine); "
+                            b"pick another with -n <name>\n")
+
+
+def test_logs_follow_of_a_stopped_job_exits_with_its_code(isolated_home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job_id = detached_local("sleep", "60")
+    assert run_p("stop", job_id[:8], "--timeout", "2")[0] == 0
+    ended = wait_ended(isolated_home, job_id)
+    assert (ended["status"], ended["exit_code"]) == ("stopped", 143), ended
+    rc, out, err = run_p("logs", "-f", job_id[:8])
+    assert rc == 143, err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -38,11 +39,15 @@ def settle() -> None:
     retry_until(lambda: not watch.is_watched("tw"), timeout=30)
 
 
-def logins(sshd, action) -> int:
-    """New logins sshd accepted while ``action`` (and the watcher it started) ran."""
+def logins(sshd, action, wait_for_watcher: bool = True) -> int:
+    """New logins sshd accepted while ``action`` (and the watcher it started) ran. Without
+    ``wait_for_watcher`` (a job still runs, so its watcher stays): the logins until a second after."""
     before = sshd.auth_count()
     action()
-    settle()
+    if wait_for_watcher:
+        settle()
+    else:
+        time.sleep(1)
     return sshd.auth_count() - before
 
 
@@ -62,7 +67,8 @@ def test_a_streamed_job_and_its_notice_cost_none(warm_worker, sshd):
 
 
 def test_job_commands_on_a_warm_worker_cost_none(warm_worker, sshd, tmp_path):
-    job = submit("-d", "tw", "--", "sh", "-c", "echo out; sleep 30")
+    before = sshd.auth_count()
+    job = submit("-d", "tw", "--", "sh", "-c", "echo out; sleep 60")
     settle_running = lambda: record(job)["status"] == "running"  # noqa: E731
     retry_until(settle_running, timeout=10)
     for argv in (["logs", job], ["logs", job, "--tail", "1"],
@@ -71,7 +77,10 @@ def test_job_commands_on_a_warm_worker_cost_none(warm_worker, sshd, tmp_path):
         def action(argv=argv):
             rc, out, err = run_p(*argv)
             assert rc == 0 or argv[:2] == ["logs", "-f"], err
-        assert logins(sshd, action) == 0, argv
+        # the job runs until `stop`: its watcher stays up, so count without waiting for it to leave
+        assert logins(sshd, action, wait_for_watcher=False) == 0, argv
+    settle()
+    assert sshd.auth_count() == before  # the job's watcher, start to end, made none either
 
 
 def test_reconcile_of_a_warm_worker_costs_none(warm_worker, sshd):

@@ -71,8 +71,11 @@ def test_subcommand_help_does_not_run_it(capsys):
     [
         (["--"], "nothing to run after `--`"),
         (["nosuch", "--", "true"], "worker 'nosuch' is not registered"),
-        (["worker", "ls", "--bogus"], "No idea what '--bogus' is"),
-        (["worker", "ls", "worker", "rm", "x"], "No idea what 'worker' is"),
+        (["worker", "ls", "--bogus"], "unknown option or argument '--bogus'; see `p --help`"),
+        (["worker", "ls", "worker", "rm", "x"], "unknown option or argument 'worker'"),
+        (["completion"], "`p completion` needs <shell>; see `p completion --help`"),
+        (["pull", "abc"], "`p pull` needs <remote-path>; see `p pull --help`"),
+        (["help", "nosuch"], "unknown option or argument 'nosuch'"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(capsys, args, fragment):

@@ -88,3 +88,12 @@ def test_reserved_names_refused():
 
 def test_config_dataclass_default_prefers_configured():
     assert Config(default_worker="x").default == "x"
+
+
+def test_an_unknown_top_level_key_is_named_with_its_line(tmp_path):
+    path = tmp_path / "config.yaml"
+    text = "workers:\n  - name: a\n    connection: me@a\ndefault: a\n"
+    with pytest.raises(ConfigError) as caught:
+        config.parse(text, path)
+    assert caught.value.message == (f"config file {path} line 4: unknown key 'default' (p reads "
+                                    "default_worker, workers, sync_warn_mb, on_finish); fix the file")

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from p_tasks.job import DONE, FAILED, RUNNING, STOPPED, Job
-from p_tasks.listing import newest_first
+from p_tasks.job import DONE, FAILED, RUNNING, STOPPED, Job, newest_first
 from p_tasks.output import hms, iso, job_json, job_table, tilde
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

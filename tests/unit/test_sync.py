@@ -742,3 +742,21 @@ def test_big_sync_without_a_terminal_is_refused_in_one_line(monkeypatch):
         sizes.guard(the_plan, "w", None, yes=False)
     assert "\n" not in info.value.message
     assert "250 MB (largest: /data/big, 240 MB)" in info.value.message and "--yes" in info.value.message
+
+
+@pytest.mark.parametrize("as_repo", [False, True])
+def test_syncing_home_leaves_out_p_s_own_state(tmp_path, monkeypatch, as_repo):
+    """From $HOME: ~/.p (on the `local` worker: every earlier job's workdir), the job records and the
+    control sockets' directory are p's state, never the project's."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    for rel in ("notes.txt", ".p/workdirs/0123/big.bin", ".p/jobs/x/output.log",
+                ".local/share/p/jobs/a.json", ".local/share/other/keep.txt", ".cache/p/ssh/x", ".pi/y"):
+        write(home, rel)
+    if as_repo:
+        git(home, "init", "-q")
+    names = sent(home)
+    assert {b"notes.txt", b".local/share/other/keep.txt", b".pi/y"} <= names, names
+    assert not [n for n in names if n.startswith((b".p/", b".local/share/p/", b".cache/p/"))], names
