@@ -5,6 +5,7 @@ Import them as `from helpers import retry_until, run_p` (tests/ is on sys.path, 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -114,3 +115,21 @@ def read_text_when_present(path: Path) -> str | None:
         return path.read_text()
     except FileNotFoundError:
         return None
+
+
+def start_detached(worker_name: str, *command: str) -> str:
+    """`p -d WORKER -- COMMAND`: the new job's id."""
+    rc, out, err = run_p("-d", worker_name, "--", *command)
+    assert rc == 0, err
+    return out.decode().strip()
+
+
+def ls_json(*flags: str) -> list[dict]:
+    rc, out, err = run_p("ls", "--json", *flags)
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def status_of(job_id: str) -> dict:
+    """The job as `p ls -a --json` shows it (which reconciles it first when its end is not known)."""
+    return next(j for j in ls_json("-a") if j["id"] == job_id)

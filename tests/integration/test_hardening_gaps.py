@@ -13,7 +13,6 @@ import shlex
 import shutil
 import socket
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import pytest
 from helpers import retry_until, run_command, run_p
 from support.processes import close_socket_owner, sockets_under
 from support.sshd import SshServer
-from support.workers import STANDARD_PATH, WorkerServer
+from support.workers import STANDARD_PATH, WorkerServer, running_server
 
 from p_tasks.job import UNKNOWN, Job, new_id
 from p_tasks.store import Store
@@ -159,15 +158,8 @@ HOSTILE_TMUX_CONF = "set -g prefix C-a\nunbind C-b\nunbind d\nset -g status off\
 @pytest.fixture(scope="module")
 def env_server() -> Iterator[WorkerServer]:
     """An sshd whose sessions take their environment from the worker's ~/.ssh/environment."""
-    root = Path(tempfile.mkdtemp(prefix="p", dir="/tmp"))
-    srv = WorkerServer(root)
-    try:
-        srv.start()
+    with running_server() as srv:
         yield srv
-    finally:
-        srv.close()
-        if os.environ.get("P_TESTS_KEEP_TMP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def client_for(srv: SshServer, home: Path, alias: str = "testworker") -> list[str]:
@@ -247,15 +239,8 @@ def v6_server() -> Iterator[V6Server]:
     reason = _ipv6_loopback_missing()
     if reason:
         pytest.skip(reason)
-    root = Path(tempfile.mkdtemp(prefix="p", dir="/tmp"))
-    srv = V6Server(root)
-    try:
-        srv.start()
+    with running_server(V6Server) as srv:
         yield srv
-    finally:
-        srv.close()
-        if os.environ.get("P_TESTS_KEEP_TMP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def test_worker_at_ipv6_literal_end_to_end(v6_server, isolated_home, tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import retry_until, run_p
+from helpers import ls_json, retry_until, run_p, start_detached, status_of
 
 
 @pytest.fixture(params=["ssh", "local"])
@@ -29,25 +29,9 @@ def worker(request, tmp_path, monkeypatch):
     return name, p_home
 
 
-def start(worker_name: str, *command: str) -> str:
-    rc, out, err = run_p("-d", worker_name, "--", *command)
-    assert rc == 0, err
-    return out.decode().strip()
-
-
-def ls_json(*flags: str) -> list[dict]:
-    rc, out, err = run_p("ls", "--json", *flags)
-    assert rc == 0, err
-    return json.loads(out)
-
-
-def status_of(job_id: str) -> dict:
-    return next(j for j in ls_json("-a") if j["id"] == job_id)
-
-
 def test_ls_shows_running_then_done_via_notice(worker):
     name, _ = worker
-    job_id = start(name, "sh", "-c", "sleep 2; exit 4")
+    job_id = start_detached(name, "sh", "-c", "sleep 2; exit 4")
     rc, out, err = run_p("ls")
     assert rc == 0 and job_id[:8] in out.decode() and "running" in out.decode()
     assert "ID" in out.decode().splitlines()[0] and "DURATION" in out.decode().splitlines()[0]
@@ -65,7 +49,7 @@ def test_ls_shows_running_then_done_via_notice(worker):
 
 def test_logs_follow_returns_exit_code_and_loses_nothing(worker):
     name, _ = worker
-    job_id = start(name, "sh", "-c", "for i in 1 2 3 4 5; do echo line$i; sleep 0.3; done; exit 7")
+    job_id = start_detached(name, "sh", "-c", "for i in 1 2 3 4 5; do echo line$i; sleep 0.3; done; exit 7")
     rc, out, err = run_p("logs", "-f", job_id[:6])
     assert rc == 7, err
     assert out.replace(b"\r\n", b"\n") == b"".join(b"line%d\n" % i for i in range(1, 6))
@@ -82,7 +66,7 @@ def test_ambiguous_and_unknown_prefixes(worker):
 
 def test_stop_kills_the_whole_tree(worker):
     name, _ = worker
-    job_id = start(name, "bash", "-c", 'sleep 1000 & nohup sleep 1001 >/dev/null 2>&1 & '
+    job_id = start_detached(name, "bash", "-c", 'sleep 1000 & nohup sleep 1001 >/dev/null 2>&1 & '
                    '(trap "" HUP; sleep 1002) & wait')
     retry_until(lambda: b"1002" in _pgrep_job(job_id), timeout=10)
     rc, out, err = run_p("stop", job_id[:8])
@@ -95,7 +79,8 @@ def test_stop_kills_the_whole_tree(worker):
 
 def test_stop_sigterm_ignored_uses_sigkill_after_grace(worker):
     name, p_home = worker
-    job_id = start(name, "sh", "-c", "trap 'echo cleanup' TERM; trap '' HUP; while :; do sleep 0.1; done")
+    job_id = start_detached(name, "sh", "-c",
+                            "trap 'echo cleanup' TERM; trap '' HUP; while :; do sleep 0.1; done")
     time.sleep(0.5)
     started = time.monotonic()
     rc, out, err = run_p("stop", job_id, "--timeout", "2")
@@ -106,7 +91,8 @@ def test_stop_sigterm_ignored_uses_sigkill_after_grace(worker):
 
 def test_pull_file_and_dir_and_refusals(worker, tmp_path):
     name, _ = worker
-    job_id = start(name, "sh", "-c", "mkdir -p res && echo result > res/r.txt && ln -s /etc res/escape")
+    job_id = start_detached(name, "sh", "-c",
+                            "mkdir -p res && echo result > res/r.txt && ln -s /etc res/escape")
     retry_until(lambda: status_of(job_id)["status"] == "done", timeout=20)
     dest = tmp_path / "got"
     rc, out, err = run_p("pull", job_id, "res", str(dest))
@@ -123,8 +109,8 @@ def test_pull_file_and_dir_and_refusals(worker, tmp_path):
 
 def test_rm_and_prune_remove_remote_dirs(worker):
     name, p_home = worker
-    running = start(name, "sleep", "30")
-    finished = [start(name, "true") for _ in range(2)]
+    running = start_detached(name, "sleep", "30")
+    finished = [start_detached(name, "true") for _ in range(2)]
     for job_id in finished:
         retry_until(lambda j=job_id: status_of(j)["status"] == "done", timeout=20)
     rc, out, err = run_p("rm", running)
@@ -145,7 +131,7 @@ def test_rm_and_prune_remove_remote_dirs(worker):
 def test_missed_notice_becomes_unknown_then_reconciled(ssh_client_config, sshd, tmp_path, monkeypatch):
     assert run_p("worker", "register", "testworker", "-n", "tw")[0] == 0
     monkeypatch.chdir(tmp_path)
-    job_id = start("tw", "sh", "-c", "sleep 3; exit 2")
+    job_id = start_detached("tw", "sh", "-c", "sleep 3; exit 2")
     sshd.stop(drop_sessions=True)  # the watcher's connection dies with it
     try:
         time.sleep(4)

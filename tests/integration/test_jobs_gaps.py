@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from helpers import p_executable, retry_until, run_p
+from helpers import ls_json, p_executable, retry_until, run_p, start_detached, status_of
 
 from p_tasks.job import DONE, RUNNING, STOPPED, UNKNOWN, Job
 from p_tasks.jobctl import human_kb
@@ -56,22 +56,6 @@ def ssh_worker(ssh_client_config, sshd, isolated_home, monkeypatch):
     project.mkdir()
     monkeypatch.chdir(project)
     return sshd
-
-
-def start(worker_name: str, *command: str) -> str:
-    rc, out, err = run_p("-d", worker_name, "--", *command)
-    assert rc == 0, err
-    return out.decode().strip()
-
-
-def ls_json(*flags: str) -> list[dict]:
-    rc, out, err = run_p("ls", "--json", *flags)
-    assert rc == 0, err
-    return json.loads(out)
-
-
-def status_of(job_id: str) -> dict:
-    return next(j for j in ls_json("-a") if j["id"] == job_id)
 
 
 def wait_finished(job_id: str, timeout: float = 30) -> dict:
@@ -189,9 +173,9 @@ def test_ls_on_a_terminal_with_no_color_has_no_escapes_but_still_fits(isolated_h
 
 def test_ls_of_real_jobs_newest_first_with_tilde_and_iso_utc_stamps(worker):
     name, _ = worker
-    first = start(name, "sh", "-c", "sleep 1")
+    first = start_detached(name, "sh", "-c", "sleep 1")
     wait_finished(first)
-    second = start(name, "true")
+    second = start_detached(name, "true")
     wait_finished(second)
     rc, out, err = run_p("ls", "-a")
     assert rc == 0, err
@@ -232,7 +216,7 @@ def test_logs_are_byte_exact_for_a_5mb_line_and_invalid_utf8(worker):
     name, p_home = worker
     script = ("head -c 5000000 /dev/zero | tr '\\000' x; printf 'END\\n'; "
               "printf 'bad \\377\\376 \\300\\257 \\355\\240\\200 ok\\n'; printf 'last \\200\\n'")
-    job_id = start(name, "sh", "-c", script)
+    job_id = start_detached(name, "sh", "-c", script)
     assert wait_finished(job_id, timeout=120)["exit_code"] == 0
     expected = (b"x" * 5_000_000 + b"END\n" + b"bad \xff\xfe \xc0\xaf \xed\xa0\x80 ok\n" + b"last \x80\n")
     log = (p_home / "jobs" / job_id / "output.log").read_bytes()
@@ -248,7 +232,8 @@ def test_logs_are_byte_exact_for_a_5mb_line_and_invalid_utf8(worker):
 
 def test_stop_without_timeout_waits_the_default_10s_grace_then_kills(ssh_worker):
     # trap with a handler: SIGTERM is caught, said, and ignored; the loop goes on
-    job_id = start("tw", "sh", "-c", "trap 'echo got-term' TERM; echo ready; while :; do sleep 0.2; done")
+    job_id = start_detached("tw", "sh", "-c",
+                            "trap 'echo got-term' TERM; echo ready; while :; do sleep 0.2; done")
     log = ssh_worker.worker_home / ".p/jobs" / job_id / "output.log"
     retry_until(lambda: b"ready" in log.read_bytes(), timeout=20, ignore=(FileNotFoundError,))
     started = time.monotonic()
@@ -267,7 +252,7 @@ def test_stop_without_timeout_waits_the_default_10s_grace_then_kills(ssh_worker)
 
 def test_pull_without_dest_lands_under_its_basename_with_symlinks_as_links(worker, tmp_path):
     name, _ = worker
-    job_id = start(name, "sh", "-c", "mkdir -p res/sub && echo result > res/r.txt && "
+    job_id = start_detached(name, "sh", "-c", "mkdir -p res/sub && echo result > res/r.txt && "
                    "echo deep > res/sub/d.txt && ln -s r.txt res/link && ln -s /etc res/escape")
     assert wait_finished(job_id)["exit_code"] == 0
     here = tmp_path / "dl"
@@ -301,7 +286,7 @@ def du_kb(path: Path) -> int:
 
 def test_rm_reports_the_worker_disk_it_freed(worker):
     name, p_home = worker
-    job_id = start(name, "sh", "-c", "head -c 3000000 /dev/urandom > big.bin")
+    job_id = start_detached(name, "sh", "-c", "head -c 3000000 /dev/urandom > big.bin")
     assert wait_finished(job_id)["exit_code"] == 0
     dirs = [p_home / "jobs" / job_id, p_home / "workdirs" / job_id]
     expected = human_kb(sum(du_kb(d) for d in dirs))
@@ -314,7 +299,7 @@ def test_rm_reports_the_worker_disk_it_freed(worker):
 
 
 def test_rm_on_an_unreachable_worker_fails_in_one_line_and_keeps_everything(ssh_worker, isolated_home):
-    job_id = start("tw", "true")
+    job_id = start_detached("tw", "true")
     wait_finished(job_id)
     record = isolated_home / ".local/share/p/jobs" / f"{job_id}.json"
     kept = record.read_bytes()
@@ -336,9 +321,9 @@ def test_rm_on_an_unreachable_worker_fails_in_one_line_and_keeps_everything(ssh_
 
 def test_prune_leaves_unknown_jobs_unless_forced_and_never_running_ones(worker):
     name, p_home = worker
-    done = start(name, "true")
-    missed = start(name, "true")
-    running = start(name, "sleep", "120")
+    done = start_detached(name, "true")
+    missed = start_detached(name, "true")
+    running = start_detached(name, "sleep", "120")
     for job_id in (done, missed):
         wait_finished(job_id)
     # `missed`: its end was not noticed (client offline, watcher gone): the record says unknown
@@ -418,7 +403,7 @@ def test_on_finish_hook_gets_the_jobs_command(worker, isolated_home, tmp_path):
             f"if k.startswith(\"P_JOB_\")}}, open(\"{marker}\", \"w\"))'")
     config.write_text((config.read_text() if config.exists() else "") + f"on_finish: {json.dumps(hook)}\n")
     argv = ["sh", "-c", "sleep 1; echo \"it's done\" > /dev/null; exit 5"]
-    job_id = start(name, *argv)
+    job_id = start_detached(name, *argv)
     retry_until(marker.exists, timeout=30)
     retry_until(lambda: marker.read_text().endswith("}"), timeout=5)
     facts = json.loads(marker.read_text())

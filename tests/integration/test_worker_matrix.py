@@ -10,18 +10,16 @@ and "rsync missing" are a PATH of symlinks to the system's programs without them
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import p_executable, retry_until, run_p
+from helpers import ls_json, p_executable, retry_until, run_p, status_of
 from support.nohosts import unresolvable_host
 from support.workers import (
     PROFILE_FILES,
@@ -29,6 +27,7 @@ from support.workers import (
     SHELLS,
     STANDARD_PATH,
     WorkerServer,
+    running_server,
     shell_path,
     tool_dir,
 )
@@ -39,22 +38,11 @@ AWKWARD = ["a b", "'single'", '"double"', "$HOME", "a;b", "*", "line1\nline2", "
            "back\\slash", "-n", "it's", "fish\\'quote", "{a,b}", "(x)", "~"]
 
 
-def keep_tmp() -> bool:
-    return os.environ.get("P_TESTS_KEEP_TMP") == "1"
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[WorkerServer]:
     """A real sshd for this module's worker user (shell, PATH and home chosen per test)."""
-    root = Path(tempfile.mkdtemp(prefix="p", dir="/tmp"))
-    srv = WorkerServer(root)
-    try:
-        srv.start()
+    with running_server() as srv:
         yield srv
-    finally:
-        srv.close()
-        if not keep_tmp():
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def write_client_config(srv: WorkerServer, home: Path, extra: str = "", known: str = "") -> Path:
@@ -111,16 +99,6 @@ def one_line(err: bytes) -> str:
     text = err.decode()
     assert text.count("\n") == 1 and "Traceback" not in text, text
     return text.rstrip("\n")
-
-
-def ls_json(*flags: str) -> list[dict]:
-    rc, out, err = run_p("ls", "--json", *flags)
-    assert rc == 0, err
-    return json.loads(out)
-
-
-def job_status(job_id: str) -> dict:
-    return next(j for j in ls_json("-a") if j["id"] == job_id)
 
 
 def start_detached(*command: str, no_sync: bool = False) -> str:
@@ -203,7 +181,7 @@ def test_run_path_and_job_management(worker, python3, isolated_home, tmp_path):
     assert rc == 0 and sleeper[:8] in out.decode() and "running" in out.decode(), (out, err)
     rc, out, err = run_p("stop", sleeper[:8], "--timeout", "1")
     assert rc == 0 and "stopped" in out.decode(), err
-    assert job_status(sleeper)["status"] == "stopped"
+    assert status_of(sleeper)["status"] == "stopped"
 
     maker = start_detached("sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done; "
                            "mkdir -p res && cp input.txt res/copy.txt; exit 7")
@@ -257,9 +235,9 @@ def test_noisy_startup_files_never_corrupt_replies(worker, isolated_home):
     rc, out, err = run_p("-n", "--", "sh", "-c", "exit 5")
     assert rc == 5, err
     job_id = start_detached("sleep", "30", no_sync=True)
-    assert job_status(job_id)["status"] == "running"
+    assert status_of(job_id)["status"] == "running"
     rc, out, err = run_p("stop", job_id)
-    assert (rc, job_status(job_id)["status"]) == (0, "stopped"), err
+    assert (rc, status_of(job_id)["status"]) == (0, "stopped"), err
     rc, out, err = run_p("rm", job_id)
     assert rc == 0 and "removed" in out.decode(), err
 
@@ -401,15 +379,8 @@ def test_architecture_folded_and_reported(worker, raw, folded):
 @pytest.fixture(scope="module")
 def spaced_server() -> Iterator[WorkerServer]:
     """A second sshd whose user's home directory has spaces in its path."""
-    root = Path(tempfile.mkdtemp(prefix="p", dir="/tmp"))
-    srv = WorkerServer(root, home="home dir/with  spaces")
-    try:
-        srv.start()
+    with running_server(home="home dir/with  spaces") as srv:
         yield srv
-    finally:
-        srv.close()
-        if not keep_tmp():
-            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -443,21 +414,14 @@ def test_worker_home_with_spaces(spaced_server, shell, isolated_home, tmp_path, 
 
 
 def test_non_ascii_home_with_fish(isolated_home, tmp_path, monkeypatch):
-    root = Path(tempfile.mkdtemp(prefix="p", dir="/tmp"))
-    srv = WorkerServer(root, home="hömé")
-    try:
-        srv.start()
+    with running_server(home="hömé") as srv:
         fresh_worker(srv, isolated_home, "fish")
         monkeypatch.chdir(tmp_path)
         (tmp_path / "input.txt").write_text("payload\n")
         register()
         rc, out, err = run_p("--", "cat", "input.txt")
         assert (rc, crlf(out)) == (0, b"payload\n"), err
-        assert sorted(p.name for p in root.iterdir() if (p / ".p").exists()) == ["hömé"]
-    finally:
-        srv.close()
-        if not keep_tmp():
-            shutil.rmtree(root, ignore_errors=True)
+        assert sorted(p.name for p in srv.root.iterdir() if (p / ".p").exists()) == ["hömé"]
 
 
 AWKWARD_NAMES = ["-rf", "--help", "-", "new\nline.txt", " lead", "trail ", "tab\there", "ü ✓.txt",
@@ -475,7 +439,7 @@ def synced_project(worker: WorkerServer, names: list[str]) -> str:
     (project / "-dir" / "-x\ny").write_text("deep\n")
     register()
     job_id = start_detached("true")
-    retry_until(lambda: job_status(job_id)["status"] == "done", timeout=20)
+    retry_until(lambda: status_of(job_id)["status"] == "done", timeout=20)
     workdir = worker.worker_home / ".p/workdirs" / job_id
     sent = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.is_file())
     assert sent == sorted([*names, "input.txt", "-dir/-x\ny"])
@@ -507,7 +471,7 @@ def test_pull_file_named_like_a_wildcard(worker, tmp_path, name):
 def test_job_records_the_local_cwd_with_spaces_and_unicode(worker):
     register()
     job_id = start_detached("true", no_sync=True)
-    assert job_status(job_id)["cwd"] == str(Path.cwd()) and "proj dir ü ✓" in job_status(job_id)["cwd"]
+    assert status_of(job_id)["cwd"] == str(Path.cwd()) and "proj dir ü ✓" in status_of(job_id)["cwd"]
     rc, out, err = run_p("ls", "-a")
     assert rc == 0 and "proj dir ü ✓" in out.decode()
 
@@ -586,7 +550,7 @@ def test_concurrent_upgrades_leave_a_correct_agent(worker):
 def test_logs_after_damage_repairs_the_agent(worker):
     register()
     job_id = start_detached("echo", "hello-log", no_sync=True)
-    retry_until(lambda: job_status(job_id)["status"] == "done", timeout=20)
+    retry_until(lambda: status_of(job_id)["status"] == "done", timeout=20)
     agent_file = worker.worker_home / ".p/bin/p-agent"
     agent_file.write_bytes(agent_file.read_bytes()[: agent_file.stat().st_size // 2])
     rc, out, err = run_p("logs", job_id)

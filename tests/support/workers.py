@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,3 +117,18 @@ def tool_dir(root: Path, without: tuple[str, ...]) -> Path:
                 link.symlink_to(source)
     staging.rename(target)
     return target
+
+
+@contextmanager
+def running_server(cls: type[SshServer] = WorkerServer, **kwargs) -> Iterator:
+    """A started sshd of ``cls`` in a fresh short dir under /tmp (socket paths must stay short),
+    closed and removed afterwards (kept with P_TESTS_KEEP_TMP=1). Yields the server."""
+    root = Path(tempfile.mkdtemp(prefix="p", dir="/tmp"))
+    srv = cls(root, **kwargs)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.close()
+        if os.environ.get("P_TESTS_KEEP_TMP") != "1":
+            shutil.rmtree(root, ignore_errors=True)
