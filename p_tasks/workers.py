@@ -433,53 +433,80 @@ def is_transient(exc: BaseException, silent: bool) -> bool:
     return isinstance(exc, paramiko.SSHException) and any(word in text.lower() for word in dropped)
 
 
+def failure_line(kind: str, params: SshParams, timeout: int | None = None, detail: str = "") -> str:
+    """The one line for each way an SSH connection fails, whichever client saw it (paramiko or
+    OpenSSH), with the next step."""
+    where = f"{params.hostname}:{params.port}"
+    seconds = timeout or params.connect_timeout
+    lines = {
+        "dns": f"cannot resolve host name '{params.hostname}' (DNS); check the name or ~/.ssh/config",
+        "refused": f"connection refused by {where}; is sshd running there?",
+        "silent": f"{where} accepted the connection but sent no SSH greeting within {seconds}s",
+        "dropped": f"{where} closed the connection during the SSH handshake (sshd busy or restarting, "
+                   "or MaxStartups); try again",
+        "timeout": f"connection to {where} timed out after {seconds}s",
+        "changed": f"the host key of {where} has CHANGED since it was recorded in known_hosts: this can be "
+                   "a man-in-the-middle attack or a reinstalled server; verify it, then remove the old key "
+                   f"with `ssh-keygen -R '[{params.hostname}]:{params.port}'`",
+        "unknown": f"the host key of {where} is not in known_hosts; register the worker on a terminal to "
+                   "confirm it, or pass --accept-new-host-key to `p worker register`",
+        "passphrase": "the SSH key needs a passphrase and no ssh-agent holds it; run `ssh-add` first",
+        "auth": f"authentication as '{params.user}' failed; check the key (ssh-add, IdentityFile)",
+    }
+    return lines.get(kind) or f"SSH connection to {where} failed: {detail}"
+
+
 def describe_ssh_error(exc: BaseException, params: SshParams, silent: bool = True) -> str:
-    """One line saying why an SSH connection failed, in OpenSSH's terms, with the next step."""
+    """One line saying why a paramiko connection failed (see :func:`failure_line`)."""
     import socket
 
     import paramiko
 
     from .hop import HopFailed
 
-    where = f"{params.hostname}:{params.port}"
     if isinstance(exc, HopFailed):
         hint = "run `ssh " + params.proxy_jump + "` once to see why"
         if "host key" in exc.reason.lower():
             hint = (f"its host key is unknown or has changed; check it with `ssh {params.proxy_jump}`, "
                     "which records it in known_hosts")
         return f"the ProxyJump hop '{params.proxy_jump}' failed: {exc.reason}; {hint}"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve host name '{params.hostname}' (DNS); check the name or ~/.ssh/config"
-    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) or isinstance(
-        exc, ConnectionRefusedError
-    ):
-        return f"connection refused by {where}; is sshd running there?"
     unanswered = "banner" in str(exc) or "No existing session" in str(exc)
-    if isinstance(exc, paramiko.SSHException) and unanswered and "reset" not in str(exc).lower():
-        if not silent:
-            return (f"{where} closed the connection during the SSH handshake (sshd busy or restarting, "
-                    "or MaxStartups); try again")
-        return f"{where} accepted the connection but sent no SSH greeting within {params.connect_timeout}s"
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return f"connection to {where} timed out after {params.connect_timeout}s"
-    if isinstance(exc, paramiko.BadHostKeyException):
-        return (
-            f"the host key of {where} has CHANGED since it was recorded in known_hosts: this can be a "
-            "man-in-the-middle attack or a reinstalled server; verify it, then remove the old key with "
-            f"`ssh-keygen -R '[{params.hostname}]:{params.port}'`"
-        )
-    if isinstance(exc, paramiko.PasswordRequiredException):
-        return "the SSH key needs a passphrase and no ssh-agent holds it; run `ssh-add` first"
-    if isinstance(exc, paramiko.AuthenticationException):
-        return f"authentication as '{params.user}' failed; check the key (ssh-add, IdentityFile)"
-    if isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc):
-        return (
-            f"the host key of {where} is not in known_hosts; register the worker on a terminal to "
-            "confirm it, or pass --accept-new-host-key to `p worker register`"
-        )
-    if isinstance(exc, (paramiko.SSHException, OSError, EOFError)):
-        return f"SSH connection to {where} failed: {exc or exc.__class__.__name__}"
-    raise exc
+    if isinstance(exc, socket.gaierror):
+        kind = "dns"
+    elif isinstance(exc, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError)):
+        kind = "refused"
+    elif isinstance(exc, paramiko.SSHException) and unanswered and "reset" not in str(exc).lower():
+        kind = "silent" if silent else "dropped"
+    elif isinstance(exc, (socket.timeout, TimeoutError)):
+        kind = "timeout"
+    elif isinstance(exc, paramiko.BadHostKeyException):
+        kind = "changed"
+    elif isinstance(exc, paramiko.PasswordRequiredException):
+        kind = "passphrase"
+    elif isinstance(exc, paramiko.AuthenticationException):
+        kind = "auth"
+    elif isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc):
+        kind = "unknown"
+    elif isinstance(exc, (paramiko.SSHException, OSError, EOFError)):
+        kind = "other"
+    else:
+        raise exc
+    return failure_line(kind, params, detail=str(exc) or exc.__class__.__name__)
+
+
+# What the OpenSSH client prints for each kind of failure (first match wins).
+OPENSSH_FAILURES = (
+    ("Could not resolve hostname", "dns"),
+    ("Connection refused", "refused"),
+    ("banner exchange", "silent"),
+    ("timed out", "timeout"),
+    ("IDENTIFICATION HAS CHANGED", "changed"),
+    ("has changed", "changed"),
+    ("Host key verification failed", "unknown"),
+    ("Permission denied (", "auth"),
+    ("kex_exchange_identification", "dropped"),
+    ("Connection closed by", "dropped"),
+)
 
 
 def describe_openssh_error(stderr: str, params: SshParams, timeout: int | None = None) -> str:
@@ -487,32 +514,8 @@ def describe_openssh_error(stderr: str, params: SshParams, timeout: int | None =
     exited 255 (agent calls and log streams through the ControlMaster)."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     text = "\n".join(lines)
-    where = f"{params.hostname}:{params.port}"
-    timeout = timeout or params.connect_timeout
-    if "Could not resolve hostname" in text:
-        return f"cannot resolve host name '{params.hostname}' (DNS); check the name or ~/.ssh/config"
-    if "Connection refused" in text:
-        return f"connection refused by {where}; is sshd running there?"
-    if "banner exchange" in text:
-        return f"{where} accepted the connection but sent no SSH greeting within {timeout}s"
-    if "timed out" in text:
-        return f"connection to {where} timed out after {timeout}s"
-    if "IDENTIFICATION HAS CHANGED" in text or "has changed" in text:
-        return (
-            f"the host key of {where} has CHANGED since it was recorded in known_hosts: this can be a "
-            "man-in-the-middle attack or a reinstalled server; verify it, then remove the old key with "
-            f"`ssh-keygen -R '[{params.hostname}]:{params.port}'`"
-        )
-    if "Host key verification failed" in text:
-        return (
-            f"the host key of {where} is not in known_hosts; register the worker on a terminal to "
-            "confirm it, or pass --accept-new-host-key to `p worker register`"
-        )
-    if "Permission denied (" in text:
-        return f"authentication as '{params.user}' failed; check the key (ssh-add, IdentityFile)"
-    if "kex_exchange_identification" in text or "Connection closed by" in text:
-        return f"{where} closed the connection during the SSH handshake; try again"
-    return f"SSH connection to {where} failed: {lines[-1] if lines else 'ssh exited 255'}"
+    kind = next((kind for words, kind in OPENSSH_FAILURES if words in text), "other")
+    return failure_line(kind, params, timeout, detail=lines[-1] if lines else "ssh exited 255")
 
 
 def open_worker(entry: WorkerEntry) -> Worker:
