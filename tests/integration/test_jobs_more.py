@@ -40,8 +40,9 @@ def test_on_finish_hook_runs_with_the_jobs_facts(ssh_client_config, isolated_hom
     config.write_text(config.read_text() + f"on_finish: {json.dumps(hook)}\n")
     monkeypatch.chdir(tmp_path)
     job = run_p("-d", "--", "sh", "-c", "sleep 1; exit 9")[1].decode().strip()
-    retry_until(marker.exists, timeout=30)
-    facts = json.loads(marker.read_text())
+    # the hook creates the file before json.dump fills it: wait for a whole JSON document
+    facts = retry_until(lambda: json.loads(marker.read_text()), timeout=30,
+                        ignore=(FileNotFoundError, json.JSONDecodeError))
     assert facts["P_JOB_ID"] == job and facts["P_JOB_WORKER"] == "tw"
     assert facts["P_JOB_STATUS"] == "done" and facts["P_JOB_EXIT_CODE"] == "9"
     assert float(facts["P_JOB_DURATION"]) >= 1
